@@ -1,0 +1,54 @@
+# propensity: `make demo` runs the pipeline on generated data, `make test` runs the checks.
+# Both set themselves up on a fresh machine (Python 3.11, Java 17, network to PyPI and Maven).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+DELTA_VERSION := 4.0.1
+JARS := $(VENV)/share/propensity/jars
+JARS_STAMP := $(JARS)/.fetched-$(DELTA_VERSION)
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+
+.PHONY: setup jars test lint unit demo bench clean
+
+setup: $(INSTALLED) $(JARS_STAMP)
+
+$(INSTALLED): requirements.txt constraints.txt setup.py
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0])'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+	$(PY) -m pip install -q -c constraints.txt -r requirements.txt -e '.[dev]'
+	touch $@
+
+# Delta's jars into the venv, so Spark starts offline. Without Maven, Spark
+# resolves spark.delta_package itself at the first session instead.
+$(JARS_STAMP):
+	mkdir -p $(JARS)
+	@if command -v mvn >/dev/null 2>&1; then \
+	  for a in io.delta:delta-spark_2.13:$(DELTA_VERSION) io.delta:delta-storage:$(DELTA_VERSION); do \
+	    mvn -q dependency:copy -Dartifact=$$a -DoutputDirectory=$(JARS) || exit 1; \
+	  done; \
+	else echo "mvn not found: Spark will resolve Delta $(DELTA_VERSION) from Maven at first use"; fi
+	touch $@
+
+jars: $(JARS_STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check libs tests jobs benchmarks setup.py
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest -q
+
+test: lint unit
+
+demo: setup
+	$(VENV)/bin/propensity demo
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf var build *.egg-info

@@ -1,0 +1,160 @@
+"""The ``propensity`` command line (DESIGN section 6).
+
+Every verb takes ``--conf FILE`` (repeatable, overlaid in order on ``conf/base.yml``;
+default ``conf/local.yml``), repeatable ``--set dotted.key=value``, and ``--catalog``
+/ ``--schema`` shortcuts for the Databricks bundle. A user error prints one line on
+stderr and exits 2; results go to stdout, logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+from propensity.config import Config, load_config
+from propensity.errors import PropensityError
+
+log = logging.getLogger("propensity")
+
+
+def _global_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--conf", action="append", default=argparse.SUPPRESS, metavar="FILE",
+                        help="config overlay on conf/base.yml (repeatable; default conf/local.yml)")
+    common.add_argument("--set", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE", dest="overrides",
+                        help="override one config key, e.g. --set features.lookback_days=14 (repeatable)")
+    common.add_argument("--catalog", default=argparse.SUPPRESS, help="shortcut for --set storage.catalog=...")
+    common.add_argument("--schema", default=argparse.SUPPRESS, help="shortcut for --set storage.schema=...")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    return common
+
+
+def _snapshot_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD") from e
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per verb."""
+    common = _global_options()
+    parser = argparse.ArgumentParser(prog="propensity", parents=[common],
+                                     description="Cross-platform purchase, click and churn propensity.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    gen = verbs.add_parser("generate", parents=[common], help="write synthetic raw feeds and a config overlay")
+    gen.add_argument("--out", required=True, type=Path, help="output folder")
+    gen.add_argument("--users", type=int, default=2000, help="number of people (default 2000)")
+    gen.add_argument("--days", type=int, default=60, help="days of history (default 60)")
+    gen.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+
+    verbs.add_parser("ingest", parents=[common], help="raw feeds -> bronze -> events, items, identity_map, rejects")
+
+    sql = verbs.add_parser("sql", parents=[common], help="run SQL on the project's database")
+    sql.add_argument("query", help="the SQL query")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    sql.add_argument("--limit", type=int, default=None, help="print at most this many rows")
+
+    demo = verbs.add_parser("demo", parents=[common], help="generate data and run the pipeline end to end")
+    demo.add_argument("--users", type=int, default=2000, help="number of people (default 2000)")
+    demo.add_argument("--days", type=int, default=60, help="days of history (default 60)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument("--root", type=Path, default=Path("var/demo"),
+                      help="demo state folder, emptied first (default var/demo)")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = list(getattr(args, "overrides", []))
+    if hasattr(args, "catalog"):
+        overrides.append(f"storage.catalog={args.catalog}")
+    if hasattr(args, "schema"):
+        overrides.append(f"storage.schema={args.schema}")
+    return load_config(getattr(args, "conf", None), overrides)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from propensity.generate import generate_feeds
+
+    feeds = generate_feeds(args.out, users=args.users, days=args.days, seed=args.seed)
+    print(f"wrote feeds for {feeds.start_date} .. {feeds.end_date} (exclusive) to {feeds.out_dir}")
+    for name, counts in feeds.manifest.items():
+        if isinstance(counts, dict):
+            print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    print(f"config overlay: {feeds.config_path}")
+    print(f"next: propensity --conf conf/local.yml --conf {feeds.config_path} ingest")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from propensity.ingest.pipeline import ingest
+    from propensity.spark import get_spark
+
+    cfg = _config(args)
+    if not cfg.platforms and not cfg.ads:
+        raise PropensityError("no feeds configured: add `platforms` to a --conf overlay"
+                              " (propensity generate writes one)")
+    report = ingest(get_spark(cfg), cfg)
+    print(report.format())
+    unbalanced = [a for a in report.accounts if not a.balanced]
+    if unbalanced:
+        raise PropensityError(f"accounting does not balance for {unbalanced[0].platform} {unbalanced[0].feed}")
+    return 0
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from propensity.spark import get_spark
+    from propensity.sql import render, run_sql
+
+    cfg = _config(args)
+    spark = get_spark(cfg)
+    print(render(run_sql(spark, cfg, args.query), args.format, args.limit))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from propensity.demo import run_demo
+
+    return run_demo(args.root, getattr(args, "conf", None), list(getattr(args, "overrides", [])),
+                    users=args.users, days=args.days, seed=args.seed)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "generate": _cmd_generate,
+    "ingest": _cmd_ingest,
+    "sql": _cmd_sql,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 success, 2 user error, 1 unexpected failure)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.verb](args)
+    except PropensityError as e:
+        print(f"propensity {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _entry(verb: str) -> Callable[[], None]:
+    def run() -> None:
+        sys.exit(main([verb, *sys.argv[1:]]))
+
+    run.__doc__ = f"Console entry point for `propensity {verb}` (Databricks python_wheel_task)."
+    return run
+
+
+generate_entry = _entry("generate")
+ingest_entry = _entry("ingest")
+features_entry = _entry("features")
+sql_entry = _entry("sql")

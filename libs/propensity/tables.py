@@ -1,0 +1,100 @@
+"""Delta table contracts (DESIGN section 3): columns, partitioning and CHECK constraints.
+
+Every stage creates its tables through :func:`ensure_table`, so the schema lives in
+one place and a table made by one stage is exactly what the next stage reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from propensity.config import Config
+from propensity.errors import TableNotFoundError
+
+EVENT_TYPES = ("view", "cart", "remove_from_cart", "favorite", "purchase", "ad_impression", "ad_click")
+BEHAVIOUR_EVENT_TYPES = EVENT_TYPES[:5]
+AD_EVENT_TYPES = EVENT_TYPES[5:]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One Delta table: its columns as DDL, partition columns, CHECK constraints and properties."""
+
+    columns: str
+    partitioned_by: tuple[str, ...] = ()
+    constraints: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, str] = field(default_factory=dict)
+    comment: str = ""
+
+
+_EVENT_TYPE_LIST = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+
+TABLES: dict[str, TableSpec] = {
+    "events": TableSpec(
+        columns="""event_id STRING NOT NULL, platform STRING NOT NULL, platform_user_id STRING NOT NULL,
+            user_id STRING NOT NULL, event_time TIMESTAMP NOT NULL, event_date DATE NOT NULL,
+            event_type STRING NOT NULL, item_id STRING, category STRING, brand STRING, price DOUBLE,
+            session_id STRING, campaign_id STRING, _source_file STRING NOT NULL, _ingested_at TIMESTAMP NOT NULL""",
+        partitioned_by=("event_date",),
+        constraints={"valid_event_type": f"event_type IN ({_EVENT_TYPE_LIST})",
+                     "non_negative_price": "price IS NULL OR price >= 0"},
+        comment="Unified behaviour and ad events of every platform, one row per distinct event.",
+    ),
+    "rejects": TableSpec(
+        columns="""platform STRING NOT NULL, feed STRING NOT NULL, _source_file STRING NOT NULL, raw STRING,
+            reason STRING NOT NULL, _ingested_at TIMESTAMP NOT NULL, _ingest_run_id STRING NOT NULL""",
+        comment="Raw rows that could not be ingested, with the reason.",
+    ),
+    "identity_map": TableSpec(
+        columns="""platform STRING NOT NULL, platform_user_id STRING NOT NULL, user_id STRING NOT NULL,
+            linked BOOLEAN NOT NULL""",
+        comment="Every platform account seen, resolved to one cross-platform user_id (linked = from identity file).",
+    ),
+    "items": TableSpec(
+        columns="""platform STRING NOT NULL, item_id STRING NOT NULL, title STRING, category STRING, brand STRING,
+            price DOUBLE, _source_file STRING, _ingested_at TIMESTAMP""",
+        constraints={"non_negative_price": "price IS NULL OR price >= 0"},
+        comment="Item catalogs per platform.",
+    ),
+    "ingest_runs": TableSpec(
+        columns="""run_id STRING NOT NULL, started_at TIMESTAMP NOT NULL, platform STRING NOT NULL,
+            feed STRING NOT NULL, files BIGINT, skipped_files BIGINT, `read` BIGINT, accepted BIGINT,
+            duplicates BIGINT, rejected BIGINT, events_written BIGINT""",
+        comment="Per-run, per-feed accounting: read = accepted + duplicates + rejected.",
+    ),
+    "ingested_files": TableSpec(
+        columns="""platform STRING NOT NULL, feed STRING NOT NULL, path STRING NOT NULL, size BIGINT NOT NULL,
+            modified_at TIMESTAMP NOT NULL, run_id STRING NOT NULL, ingested_at TIMESTAMP NOT NULL""",
+        comment="Files already ingested (path, size, mtime); they are skipped unless ingest.reprocess is set.",
+    ),
+}
+
+
+def ensure_table(spark: SparkSession, cfg: Config, name: str) -> str:
+    """Create table ``name`` if missing (with its constraints) and return its qualified name."""
+    spec = TABLES[name]
+    qualified = cfg.table(name)
+    if spark.catalog.tableExists(qualified.replace("`", "")):
+        return qualified
+    ddl = f"CREATE TABLE IF NOT EXISTS {qualified} ({spec.columns}) USING DELTA"
+    if spec.partitioned_by:
+        ddl += f" PARTITIONED BY ({', '.join(spec.partitioned_by)})"
+    if spec.comment:
+        ddl += " COMMENT '" + spec.comment.replace("'", "\\'") + "'"
+    if spec.properties:
+        ddl += " TBLPROPERTIES (" + ", ".join(f"'{k}' = '{v}'" for k, v in spec.properties.items()) + ")"
+    spark.sql(ddl)
+    for constraint, check in spec.constraints.items():
+        spark.sql(f"ALTER TABLE {qualified} ADD CONSTRAINT {constraint} CHECK ({check})")
+    return qualified
+
+
+def require_table(spark: SparkSession, cfg: Config, name: str, made_by: str) -> str:
+    """Qualified name of an existing table, or a :class:`TableNotFoundError` naming the stage to run."""
+    qualified = cfg.table(name)
+    if not spark.catalog.tableExists(qualified.replace("`", "")):
+        raise TableNotFoundError(f"table {qualified.replace('`', '')} does not exist yet;"
+                                 f" run `propensity {made_by}` first")
+    return qualified

@@ -1,0 +1,44 @@
+"""One local Spark session for the whole test run; each test gets its own database."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from propensity.config import Config, load_config
+from propensity.spark import get_spark
+
+_schema_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def spark_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("spark-root")
+
+
+@pytest.fixture(scope="session")
+def spark(spark_root: Path) -> Iterator[SparkSession]:
+    cfg = load_config(overrides=[f"storage.root={spark_root}", "spark.master=local[2]",
+                                 "spark.shuffle_partitions=2", "spark.driver_memory=2g"])
+    session = get_spark(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def make_config(spark_root: Path, spark: SparkSession) -> Callable[..., Config]:
+    """Build a config on the shared session with a fresh database (schema) per call."""
+
+    def make(overlays: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+        schema = f"test_{next(_schema_ids)}"
+        base = [f"storage.root={spark_root}", f"storage.schema={schema}", "spark.master=local[2]",
+                "spark.shuffle_partitions=2"]
+        cfg = load_config(overlays, base + (overrides or []))
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+        return cfg
+
+    return make

@@ -85,8 +85,9 @@ def write_fixture_feeds(tmp_path: Path) -> list[str]:
                       ["shop,500,c1", "app,7,c1", "market,42,c2", "market,42,c3", "moon,1,c4"],
                       "platform,platform_user_id,user_id")
     return [
-        "platforms=[{name: shop, format: rees46, events: '%s'}, {name: app, format: taobao, events: '%s'},"
-        " {name: market, format: retailrocket, events: '%s', items: '%s'}]" % (rees, taobao, rr, rr_items),
+        f"platforms=[{{name: shop, format: rees46, events: '{rees}'}},"
+        f" {{name: app, format: taobao, events: '{taobao}'}},"
+        f" {{name: market, format: retailrocket, events: '{rr}', items: '{rr_items}'}}]",
         f"ads=[{{platform: app, format: taobao_ads, path: '{ads}', ad_feature: '{ad_feature}'}}]",
         f"identity={identity}",
     ]
@@ -108,7 +109,8 @@ def _accounts(report: IngestReport) -> dict[tuple[str, str], tuple[int, int, int
 
 
 EXPECTED_EVENTS = {
-    ("shop", "500", "c1", "2026-01-05 13:04:11", "view", "100", "electronics.smartphone", "samsung", 130.76, "s1", None),
+    ("shop", "500", "c1", "2026-01-05 13:04:11", "view", "100", "electronics.smartphone", "samsung", 130.76, "s1",
+     None),
     ("shop", "500", "c1", "2026-01-05 13:05:00", "cart", "101", "2054", None, 20.0, "s1", None),
     ("shop", "501", "shop:501", "2026-01-06 08:00:00", "purchase", "102", "apparel.shoes", "acme, inc", 55.5, "s2",
      None),

@@ -38,15 +38,17 @@ def _help(text: str, **kwargs: Any) -> Any:
 class StorageConfig:
     """Where tables, metastore, MLflow data and checkpoints live."""
 
-    root: str = _help("Directory for all local state (warehouse, metastore, mlflow).", default="var/propensity")
+    root: str = _help("Directory for all local state (warehouse, metastore, mlflow).",
+                      default="var/propensity")
     schema: str = _help("Database (schema) holding every table.", default="propensity")
-    catalog: str | None = _help("Unity Catalog name on Databricks; null locally.", default=None)
+    catalog: str | None = _help("Unity Catalog name on Databricks; null locally.",
+                                default=None)
 
     def __post_init__(self) -> None:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.schema):
-            raise ConfigError(f"storage.schema={self.schema!r} is not a valid SQL identifier; use letters, digits and _")
-        if self.catalog is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.catalog):
-            raise ConfigError(f"storage.catalog={self.catalog!r} is not a valid SQL identifier; use letters, digits and _")
+        for key in ("schema", "catalog"):
+            value = getattr(self, key)
+            if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+                raise ConfigError(f"storage.{key}={value!r} is not a valid SQL identifier; use letters, digits and _")
 
 
 @dataclass
@@ -232,11 +234,19 @@ def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_FREEFORM_MAPPINGS = {("spark", "conf")}
+
+
 def _apply_override(data: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r} must look like dotted.key=value")
     parts = key.strip().split(".")
+    # Keys of free-form mappings (spark.conf) contain dots themselves.
+    for i in range(len(parts)):
+        if tuple(parts[:i]) in _FREEFORM_MAPPINGS and i < len(parts):
+            parts = [*parts[:i], ".".join(parts[i:])]
+            break
     node: Any = data
     for part in parts[:-1]:
         if isinstance(node, list):
@@ -281,7 +291,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, key)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)  # type: ignore[type-var]
+        return _build(hint, value, key)  # type: ignore[arg-type]
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {value!r}")
@@ -289,7 +299,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
+        # Spark settings are strings; YAML booleans become Spark's lower-case spelling.
+        return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
     return _scalar(hint, value, key)
 
 

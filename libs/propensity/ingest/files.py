@@ -38,7 +38,7 @@ def list_files(spark: SparkSession, pattern: str, what: str) -> list[RawFile]:
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     hadoop_path = jvm.org.apache.hadoop.fs.Path(pattern)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     statuses = fs.globStatus(hadoop_path) or []
     files = [
         RawFile(str(s.getPath().toString()), str(s.getPath().toUri().toString()), int(s.getLen()),
@@ -55,7 +55,7 @@ def read_first_line(spark: SparkSession, path: str) -> str:
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     stream = fs.open(hadoop_path)
     try:
         reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))

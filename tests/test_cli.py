@@ -1,0 +1,53 @@
+"""The command line as a user runs it: exit codes, one-line errors, clean stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from propensity.cli import build_parser
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    return subprocess.run([sys.executable, "-m", "propensity", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_parser_knows_every_verb_and_global_options() -> None:
+    args = build_parser().parse_args(["sql", "SELECT 1", "--format", "json", "--conf", "a.yml", "--set", "x=1"])
+    assert (args.verb, args.query, args.format, args.conf, args.overrides) == \
+        ("sql", "SELECT 1", "json", ["a.yml"], ["x=1"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sql", "SELECT 1", "--format", "xml"])
+
+
+def test_config_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    result = _run(["--set", "features.lookbak_days=3", "ingest"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("propensity ingest: error: unknown config key features.lookbak_days;"
+                                     " known keys: lookback_days, purchase_horizon_days, click_horizon_days,"
+                                     " churn_horizon_days, max_sequence_events")
+    assert result.stdout == ""
+
+
+def test_missing_feed_file_and_sql_json(tmp_path: Path) -> None:
+    """One Spark process: a missing feed fails in one line; sql --format json prints pure JSON."""
+    root = f"storage.root={tmp_path / 'state'}"
+    missing = _run(["--set", root, "--set", "platforms=[{name: shop, format: rees46, events: /nowhere/*.csv}]",
+                    "ingest"], tmp_path)
+    assert missing.returncode == 2, missing.stderr
+    last = missing.stderr.strip().splitlines()[-1]
+    assert last == ("propensity ingest: error: platform shop events (rees46): no file matches '/nowhere/*.csv';"
+                    " check the path in your config")
+    assert "Traceback" not in missing.stderr
+
+    result = _run(["--set", root, "sql", "SELECT 1 AS x, 'a' AS y UNION ALL SELECT 2, NULL", "--format", "json"],
+                  tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"x": 1, "y": "a"}, {"x": 2, "y": None}]

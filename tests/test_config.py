@@ -1,0 +1,72 @@
+"""Config loading: defaults, overlays, --set overrides and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from propensity.config import describe, load_config
+from propensity.errors import ConfigError
+
+
+def test_defaults_come_from_base_and_local() -> None:
+    cfg = load_config()
+    assert (cfg.storage.schema, cfg.storage.catalog, cfg.spark.master) == ("propensity", None, "local[*]")
+    assert (cfg.features.lookback_days, cfg.features.purchase_horizon_days, cfg.features.click_horizon_days,
+            cfg.features.churn_horizon_days) == (30, 7, 7, 30)
+    assert cfg.table("events") == "`propensity`.`events`"
+
+
+def test_overlays_merge_in_order_and_set_wins(tmp_path: Path) -> None:
+    first = tmp_path / "a.yml"
+    first.write_text("features:\n  lookback_days: 14\n  churn_horizon_days: 21\nstorage:\n  catalog: main\n")
+    second = tmp_path / "b.yml"
+    second.write_text("features:\n  lookback_days: 10\n")
+    cfg = load_config([first, second], ["features.churn_horizon_days=28", "ingest.reprocess=true",
+                                        "spark.conf.spark.sql.ansi.enabled=false"])
+    assert (cfg.features.lookback_days, cfg.features.churn_horizon_days, cfg.features.purchase_horizon_days) == \
+        (10, 28, 7)
+    assert cfg.ingest.reprocess is True
+    assert cfg.table("events") == "`main`.`propensity`.`events`"
+    assert cfg.spark.conf["spark.sql.ansi.enabled"] == "false"
+
+
+def test_platform_list_is_validated_and_indexable() -> None:
+    cfg = load_config(overrides=["platforms=[{name: shop, format: rees46, events: /x/*.csv}]",
+                                 "platforms.0.items=/x/items.csv"])
+    assert cfg.platforms[0].items == "/x/items.csv" and cfg.platform_names == ["shop"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("features.lookbak_days=3", r"unknown config key features.lookbak_days"),
+    ("features.lookback_days=abc", r"features.lookback_days='abc' must be an integer"),
+    ("features.lookback_days=0", r"features.lookback_days=0 must be >= 1"),
+    ("ingest.reprocess=maybe", r"ingest.reprocess='maybe' must be true or false"),
+    ("storage.schema=my-db", r"storage.schema='my-db' is not a valid SQL identifier"),
+    ("platforms=[{name: a, format: rees46, events: x}, {name: a, format: taobao, events: y}]",
+     r"platforms\[1\].name='a' is used twice"),
+    ("platforms=[{name: Shop, format: rees46, events: x}]", r"platforms\[0\].name='Shop' must be lower-case"),
+    ("platforms=[{name: a, format: rees46}]", r"platforms\[0\].events is empty"),
+    ("ads=[{platform: a, format: criteo, path: x}]", r"ads\[0\].format='criteo' is unknown"),
+    ("platforms=[{name: a, format: rees46, events: x, colour: red}]", r"unknown config key platforms\[0\].colour"),
+    ("nonsense", r"must look like dotted.key=value"),
+])
+def test_bad_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file '.*nope.yml' not found"):
+        load_config([tmp_path / "nope.yml"])
+    bad = tmp_path / "bad.yml"
+    bad.write_text("features: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML"):
+        load_config([bad])
+
+
+def test_every_field_has_help() -> None:
+    rows = describe()
+    assert ("features.lookback_days", "Feature window before the snapshot date, in days.") in rows
+    assert all(help_text for _, help_text in rows)

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     sql.add_argument("--limit", type=int, default=None, help="print at most this many rows")
 
+    server = verbs.add_parser("sql-server", parents=[common],
+                              help="serve the tables over JDBC/ODBC (Spark Thrift server, HiveServer2 protocol)")
+    server.add_argument("--port", type=int, default=10000, help="TCP port on localhost (default 10000)")
+
     demo = verbs.add_parser("demo", parents=[common], help="generate data and run the pipeline end to end")
     demo.add_argument("--users", type=int, default=2000, help="number of people (default 2000)")
     demo.add_argument("--days", type=int, default=60, help="days of history (default 60)")
@@ -117,6 +121,12 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sql_server(args: argparse.Namespace) -> int:
+    from propensity.sqlserver import serve
+
+    return serve(_config(args), args.port)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from propensity.demo import run_demo
 
@@ -128,6 +138,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate": _cmd_generate,
     "ingest": _cmd_ingest,
     "sql": _cmd_sql,
+    "sql-server": _cmd_sql_server,
     "demo": _cmd_demo,
 }
 

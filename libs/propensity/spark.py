@@ -25,9 +25,13 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from propensity.config import Config
-from propensity.errors import ConfigError
+from propensity.errors import ConfigError, PropensityError
 
 log = logging.getLogger(__name__)
+
+
+class MetastoreBusyError(PropensityError):
+    """The embedded Derby metastore is held by another process."""
 
 VENV_JARS_DIR = Path(sys.prefix) / "share" / "propensity" / "jars"
 
@@ -95,7 +99,10 @@ def _local_session(cfg: Config) -> SparkSession:
     )
     jars = delta_jars(cfg)
     if jars:
-        builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+        # Also on the driver's class path: threads with their own class loader (the Thrift
+        # server's sessions) must see Delta's catalog too.
+        builder = (builder.config("spark.jars", ",".join(str(j) for j in jars))
+                   .config("spark.driver.extraClassPath", os.pathsep.join(str(j) for j in jars)))
     else:
         log.info("no local Delta jars found; resolving %s from Maven", cfg.spark.delta_package)
         builder = builder.config("spark.jars.packages", cfg.spark.delta_package)
@@ -108,4 +115,12 @@ def _local_session(cfg: Config) -> SparkSession:
 
 def _ensure_database(spark: SparkSession, cfg: Config) -> None:
     name = f"`{cfg.storage.catalog}`.`{cfg.storage.schema}`" if cfg.storage.catalog else f"`{cfg.storage.schema}`"
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {name}")
+    try:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {name}")
+    except Exception as e:
+        if "Derby" in str(e) or "XSDB6" in str(e) or "metastore" in str(e).lower():
+            raise MetastoreBusyError(
+                f"the metastore under {cfg.root / 'metastore_db'} is in use by another process (another propensity"
+                " command or `propensity sql-server`); wait for it, query through the server, or use another"
+                " storage.root") from e
+        raise

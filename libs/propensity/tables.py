@@ -85,6 +85,15 @@ TABLES: dict[str, TableSpec] = {
                                       " AND (label_churn IS NULL OR label_churn IN (0, 1))"},
         comment="Point-in-time features, behaviour text and labels per (snapshot_date, user_id, platform).",
     ),
+    "model_evaluations": TableSpec(
+        columns="""evaluated_at TIMESTAMP NOT NULL, model_name STRING NOT NULL, model_version STRING,
+            model_uri STRING NOT NULL, task STRING NOT NULL, platform STRING NOT NULL, split STRING NOT NULL,
+            snapshot_date DATE NOT NULL, auc DOUBLE, pr_auc DOUBLE, logloss DOUBLE, n BIGINT NOT NULL,
+            positives BIGINT NOT NULL, mlflow_run_id STRING""",
+        constraints={"valid_task": "task IN ('purchase', 'click', 'churn')",
+                     "valid_split": "split IN ('validation', 'test')"},
+        comment="Metrics per model, task, platform ('all' = every platform) and split; NULL where undefined.",
+    ),
     "ingest_runs": TableSpec(
         columns="""run_id STRING NOT NULL, started_at TIMESTAMP NOT NULL, platform STRING NOT NULL,
             feed STRING NOT NULL, files BIGINT, skipped_files BIGINT, `read` BIGINT, accepted BIGINT,

@@ -27,7 +27,8 @@ Double columns (never NULL):
   first behaviour event on this platform in the lookback to T (tenure, at most lookback_days);
 - ``days_since_last_purchase`` / ``all_days_since_last_purchase``: the same for purchases,
   ``lookback_days`` when there is none in the window;
-- ``spend_7d``, ``spend_30d``, ``all_spend_30d``: sum of purchase prices (NULL prices count 0);
+- ``spend_7d``, ``spend_30d``, ``all_spend_30d``: sum of purchase prices (NULL prices count 0;
+  summed as exact decimals, so the result does not depend on the order of the rows);
 - ``avg_price_viewed_30d``: mean price of viewed items on this platform (0 when none known);
 - ``ctr_30d`` / ``all_ctr_30d``: ad clicks / ad impressions (0 without impressions).
 """
@@ -41,6 +42,7 @@ from propensity.features.windows import Windows
 from propensity.tables import BEHAVIOUR_EVENT_TYPES, EVENT_TYPES
 
 WINDOW_DAYS = (1, 7, 30)
+_PRICE_SUM = "decimal(32,6)"
 
 _COUNTS = tuple(f"n_{t}_{d}d" for t in EVENT_TYPES for d in WINDOW_DAYS)
 
@@ -77,6 +79,8 @@ def platform_aggregates(history: DataFrame, w: Windows) -> DataFrame:
     beh = F.col("event_type").isin(*BEHAVIOUR_EVENT_TYPES)
     in30 = _within(w, 30)
     ts = F.col("event_time")
+    # Exact decimal sums: the same events give bit-identical features whatever the summation order.
+    price = F.col("price").cast(_PRICE_SUM)
     counts = [F.count(F.when(_is(t) & _within(w, d), 1)).cast("int").alias(f"n_{t}_{d}d")
               for t in EVENT_TYPES for d in WINDOW_DAYS]
     return history.groupBy("user_id", "platform").agg(
@@ -92,9 +96,10 @@ def platform_aggregates(history: DataFrame, w: Windows) -> DataFrame:
         F.collect_set(F.when(beh & in30, F.col("category"))).alias("_categories"),
         F.collect_set(F.when(_is("cart") & in30, F.col("item_id"))).alias("_carted"),
         F.collect_set(F.when(_is("purchase") & in30, F.col("item_id"))).alias("_purchased"),
-        F.sum(F.when(_is("purchase") & _within(w, 7), F.col("price"))).alias("_spend_7d"),
-        F.sum(F.when(_is("purchase") & in30, F.col("price"))).alias("_spend_30d"),
-        F.avg(F.when(_is("view") & in30, F.col("price"))).alias("_avg_price_viewed"),
+        F.sum(F.when(_is("purchase") & _within(w, 7), price)).alias("_spend_7d"),
+        F.sum(F.when(_is("purchase") & in30, price)).alias("_spend_30d"),
+        F.sum(F.when(_is("view") & in30, price)).alias("_viewed_price_sum"),
+        F.count(F.when(_is("view") & in30, price)).alias("_viewed_priced"),
     )
 
 
@@ -151,7 +156,9 @@ def aggregate_features(history: DataFrame, w: Windows) -> DataFrame:
         "spend_7d": F.coalesce(F.col("_spend_7d"), F.lit(0.0)),
         "spend_30d": F.coalesce(F.col("_spend_30d"), F.lit(0.0)),
         "all_spend_30d": F.coalesce(F.col("_all_spend_30d"), F.lit(0.0)),
-        "avg_price_viewed_30d": F.coalesce(F.col("_avg_price_viewed"), F.lit(0.0)),
+        "avg_price_viewed_30d": F.when(F.col("_viewed_priced") > 0,
+                                       F.col("_viewed_price_sum").cast("double") / F.col("_viewed_priced"))
+                                .otherwise(F.lit(0.0)),
         "ctr_30d": ratio("n_ad_click_30d", "n_ad_impression_30d"),
         "all_ctr_30d": ratio("all_n_ad_click_30d", "all_n_ad_impression_30d"),
     }

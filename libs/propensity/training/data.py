@@ -1,0 +1,157 @@
+"""Spark side of training: which rows, tokenised how, handed to the train function through petastorm.
+
+- :func:`load_plan`: the snapshot plan (train / validation / test dates), snapshots built if missing;
+- :func:`examples`: rows of ``training_examples`` for some dates and platforms;
+- :func:`sample_rows`: a seeded random sample of at most N rows;
+- :func:`feature_stats`: normalisation statistics of the train rows (computed in Spark);
+- :func:`mlm_frame` / :func:`finetune_frame`: the array columns the train functions read;
+- :func:`converters`: petastorm converters (cached Parquet under ``storage.root``) as
+  :class:`~propensity.training.loaders.DataSource` objects, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from propensity.config import Config
+from propensity.training.loaders import DataSource
+from propensity.training.model import TASKS, FeatureStats
+
+if TYPE_CHECKING:
+    from propensity.features import SnapshotPlan
+
+log = logging.getLogger(__name__)
+
+LABEL_COLUMNS = tuple(f"label_{t}" for t in TASKS)
+
+
+def load_plan(spark: SparkSession, cfg: Config) -> SnapshotPlan:
+    """The snapshot plan of the ``events`` table, with its ``training_examples`` snapshots built if missing."""
+    from propensity.features import ensure_snapshots, plan_snapshots
+
+    plan = plan_snapshots(spark, cfg)
+    ensure_snapshots(spark, cfg, plan)
+    return plan
+
+
+def examples(spark: SparkSession, cfg: Config, dates: Sequence[date], platforms: Sequence[str] = ()) -> DataFrame:
+    """Rows of ``training_examples`` on ``dates``, on ``platforms`` (empty: all).
+
+    :raises TableNotFoundError: ``training_examples`` does not exist (run ``propensity features``).
+    :raises ValueError: a platform has no rows on those dates.
+    """
+    from propensity.tables import require_table
+
+    df = spark.table(require_table(spark, cfg, "training_examples", "features"))
+    df = df.where(F.col("snapshot_date").isin(list(dates)))
+    if platforms:
+        present = {r["platform"] for r in df.select("platform").distinct().collect()}
+        missing = sorted(set(platforms) - present)
+        if missing:
+            raise ValueError(f"platform {missing[0]!r} has no training_examples rows on"
+                             f" {', '.join(d.isoformat() for d in dates)}; platforms present:"
+                             f" {', '.join(sorted(present)) or 'none'}; check training.source_platforms"
+                             " / training.target_platform")
+        df = df.where(F.col("platform").isin(list(platforms)))
+    return df
+
+
+def sample_rows(df: DataFrame, max_rows: int, seed: int) -> DataFrame:
+    """A seeded random sample of at most ``max_rows`` rows (0: all rows, unchanged)."""
+    if max_rows <= 0:
+        return df
+    count = df.count()
+    if count <= max_rows:
+        return df
+    fraction = min(1.0, 1.2 * max_rows / count)
+    return df.sample(fraction=fraction, seed=seed).limit(max_rows)
+
+
+def _signed_log1p(column: str) -> F.Column:
+    x = F.col(column).cast("double")
+    return F.signum(x) * F.log1p(F.abs(x))
+
+
+def feature_stats(df: DataFrame, columns: Sequence[str]) -> FeatureStats:
+    """Mean and population standard deviation of ``signed_log1p`` of each feature column.
+
+    :raises ValueError: ``df`` has no rows or lacks a column.
+    """
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"feature column {missing[0]!r} is not in the DataFrame; columns: {', '.join(df.columns)}")
+    aggs = [F.avg(_signed_log1p(c)).alias(f"m{i}") for i, c in enumerate(columns)]
+    aggs += [F.stddev_pop(_signed_log1p(c)).alias(f"s{i}") for i, c in enumerate(columns)]
+    row = df.agg(F.count(F.lit(1)).alias("n"), *aggs).first()
+    if row is None or not row["n"]:
+        raise ValueError("cannot compute feature statistics: there are no train rows")
+    return FeatureStats(columns=list(columns), mean=[float(row[f"m{i}"] or 0.0) for i in range(len(columns))],
+                        std=[float(row[f"s{i}"] or 1.0) for i in range(len(columns))])
+
+
+def mlm_frame(tokenized: DataFrame) -> DataFrame:
+    """The columns pretraining reads."""
+    return tokenized.select("input_ids", "attention_mask")
+
+
+def finetune_frame(tokenized: DataFrame, feature_columns: Sequence[str]) -> DataFrame:
+    """Token arrays, the raw ``features`` (FLOAT array), ``labels`` (NULL as 0) and ``label_mask`` (1: known)."""
+    features = F.array(*[F.coalesce(F.col(c).cast("float"), F.lit(float("nan")).cast("float"))
+                         for c in feature_columns])
+    labels = F.array(*[F.coalesce(F.col(c).cast("float"), F.lit(0.0).cast("float")) for c in LABEL_COLUMNS])
+    known = F.array(*[F.when(F.col(c).isNull(), 0.0).otherwise(1.0).cast("float") for c in LABEL_COLUMNS])
+    return tokenized.select("input_ids", "attention_mask", features.alias("features"), labels.alias("labels"),
+                            known.alias("label_mask"))
+
+
+def petastorm_cache_url(cfg: Config) -> str:
+    """``file://`` URL of the petastorm cache under ``storage.root`` (a URL root is kept as it is)."""
+    root = cfg.storage.root
+    if "://" in root:
+        return root.rstrip("/") + "/petastorm"
+    return (Path(root).resolve() / "petastorm").as_uri()
+
+
+@contextmanager
+def converters(spark: SparkSession, cfg: Config, frames: Sequence[DataFrame | None], shards: int
+               ) -> Iterator[list[DataSource | None]]:
+    """One petastorm-backed :class:`DataSource` per DataFrame (None stays None); caches deleted on exit.
+
+    Each DataFrame is repartitioned to at least ``shards`` partitions (so every process gets
+    Parquet row groups) and materialised once as Parquet under :func:`petastorm_cache_url`.
+
+    :raises ValueError: a DataFrame has fewer rows than ``shards``.
+    """
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, petastorm_cache_url(cfg))
+    made: list[SparkDatasetConverter] = []
+    sources: list[DataSource | None] = []
+    try:
+        for frame in frames:
+            if frame is None:
+                sources.append(None)
+                continue
+            partitions = max(shards, spark.sparkContext.defaultParallelism)
+            converter = make_spark_converter(frame.repartition(partitions))
+            made.append(converter)
+            rows = len(converter)
+            if rows < shards:
+                raise ValueError(f"only {rows} rows for {shards} training processes;"
+                                 " lower training.num_processes or add data")
+            sources.append(DataSource(rows=rows, converter=converter))
+        yield sources
+    finally:
+        for converter in made:
+            try:
+                converter.delete()
+            except OSError as e:  # pragma: no cover - best effort cleanup
+                log.warning("could not delete petastorm cache %s: %s", converter.cache_dir_url, e)

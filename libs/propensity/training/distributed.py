@@ -1,0 +1,39 @@
+"""Launch a train function with ``TorchDistributor`` (``num_processes``, ``local_mode``, ``use_gpu`` from settings).
+
+``local_mode: true`` runs the processes on the driver (``torchrun`` on this machine);
+``false`` runs them as Spark barrier tasks on the executors. Every process gets the same
+pickled job; the function returns the same result dict on every rank, which comes back here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from propensity.training.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+
+J = TypeVar("J")
+
+
+def run_distributed(fn: Callable[[J], dict[str, Any]], job: J, train: TrainSettings) -> dict[str, Any]:
+    """Run ``fn(job)`` in ``train.num_processes`` processes through TorchDistributor; returns rank 0's result.
+
+    :raises RuntimeError: a process failed (the message ends with its last output lines).
+    """
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    where = "on the driver" if train.local_mode else "as Spark barrier tasks"
+    device = "GPU (nccl, bf16)" if train.use_gpu else "CPU (gloo)"
+    log.info("TorchDistributor: %d process(es) %s on %s", train.num_processes, where, device)
+    start = time.perf_counter()
+    distributor = TorchDistributor(num_processes=train.num_processes, local_mode=train.local_mode,
+                                   use_gpu=train.use_gpu)
+    result = distributor.run(fn, job)
+    if not isinstance(result, dict):
+        raise RuntimeError(f"the train function returned {type(result).__name__}, expected a dict")
+    log.info("TorchDistributor finished in %.1fs", time.perf_counter() - start)
+    return result

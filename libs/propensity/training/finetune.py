@@ -1,0 +1,198 @@
+"""``propensity finetune``: the teacher's three heads (and, in ``full`` mode, its encoder) on labels.
+
+Rows: labelled ``training_examples`` of the plan's train snapshots on the source platforms
+(``training.source_platforms``; empty: every platform but the target), a seeded sample of
+``training.max_train_rows``; the validation snapshot scores each epoch and picks the best
+one. With ``training.target_platform`` a second step adapts the model to that platform's
+labels (``training.target_label_fraction`` of them), in the same transfer mode.
+
+The encoder starts from the newest ``propensity pretrain`` output (or
+``training.init_checkpoint``). Feature normalisation statistics come from the train rows
+and are saved with the model. The result is logged as a pyfunc model and registered as
+``propensity_teacher`` (a new version each run).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from propensity.config import Config
+from propensity.errors import PropensityError
+from propensity.training import data, mlflow_utils
+from propensity.training.model import FeatureStats
+from propensity.training.pretrain import TOKENIZER_DIR, check_checkpoint, latest_pretrained
+from propensity.training.pyfunc import input_example, log_pyfunc_model
+from propensity.training.settings import ModelSettings, TrainSettings
+from propensity.training.train_fn import ENCODER_DIR, MODEL_DIR, FinetuneJob, MlflowTarget, finetune_fn
+
+if TYPE_CHECKING:
+    from propensity.features import SnapshotPlan
+
+log = logging.getLogger(__name__)
+
+STATS_FILE = "feature_stats.json"
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """Where fine-tuning starts: a Hugging Face encoder folder and its tokenizer folder."""
+
+    encoder_dir: Path
+    tokenizer_dir: Path
+
+
+@dataclass
+class FinetuneOutcome:
+    """One fine-tuning step: the saved model folder, its statistics and the train function's summary."""
+
+    model_dir: Path
+    stats_path: Path
+    result: dict[str, Any]
+
+
+def find_pretrained(cfg: Config, train: TrainSettings, max_length: int) -> Pretrained:
+    """The newest pretraining output, else ``training.init_checkpoint``.
+
+    :raises PropensityError: neither exists.
+    """
+    latest = latest_pretrained(cfg)
+    if latest is not None:
+        return Pretrained(latest / ENCODER_DIR, latest / TOKENIZER_DIR)
+    if train.init_checkpoint:
+        folder = check_checkpoint(train.init_checkpoint, max_length)
+        return Pretrained(folder, folder)
+    raise PropensityError(f"no pretrained teacher encoder under {cfg.root / 'checkpoints'};"
+                          " run `propensity pretrain` first or set training.init_checkpoint")
+
+
+def labelled(df: DataFrame) -> DataFrame:
+    """Rows with at least one known label."""
+    return df.where(F.coalesce(*[F.col(c) for c in data.LABEL_COLUMNS]).isNotNull())
+
+
+def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation: DataFrame | None,
+                   feature_columns: list[str], model: ModelSettings, train: TrainSettings, start: Pretrained,
+                   out_dir: Path, *, init_model: Path | None = None, stats: FeatureStats | None = None,
+                   stage: str = "finetune", run_id: str | None = None) -> FinetuneOutcome:
+    """Fine-tune on ``rows`` (``training_examples`` columns) through TorchDistributor into ``out_dir``.
+
+    :param start: pretrained encoder and tokenizer (the encoder is ignored with ``init_model``).
+    :param init_model: a model folder to continue from (second, target-platform step).
+    :param stats: normalisation statistics; None: computed on ``rows``.
+    :param run_id: MLflow run that rank 0 logs per-epoch metrics to (``<stage>_val_auc_purchase`` ...).
+    """
+    from propensity.tokenizer import tokenize_column
+    from propensity.training.distributed import run_distributed
+
+    stats = stats or data.feature_stats(rows, feature_columns)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stats_path = out_dir / STATS_FILE
+    stats_path.write_text(stats.to_json())
+    frames = [data.finetune_frame(tokenize_column(df, str(start.tokenizer_dir), model.max_length), feature_columns)
+              if df is not None else None for df in (rows, validation)]
+    target = MlflowTarget(mlflow_utils.tracking_uri(cfg), run_id) if run_id else None
+    with data.converters(spark, cfg, frames, train.num_processes) as (source, val_source):
+        assert source is not None
+        job = FinetuneJob(
+            bert_config={}, feature_columns=feature_columns, feature_stats=asdict(stats),
+            head_hidden_size=model.head_hidden_size, train=train, data=source, validation=val_source,
+            out_dir=str(out_dir), epochs=train.epochs, transfer_mode=train.transfer_mode,
+            init_encoder=None if init_model else str(start.encoder_dir),
+            init_model=str(init_model) if init_model else None, mlflow=target, stage=stage,
+            extra_meta={"max_length": model.max_length, "stage": stage, "encoder_source": str(start.encoder_dir)})
+        result = run_distributed(finetune_fn, job, train)
+    return FinetuneOutcome(out_dir / MODEL_DIR, stats_path, result)
+
+
+def _platforms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, train: TrainSettings) -> list[str]:
+    """Source platforms: the configured ones, else every platform with rows except the target."""
+    if train.source_platforms or train.target_platform is None:
+        return list(train.source_platforms)
+    rows = data.examples(spark, cfg, plan.train).select("platform").distinct().collect()
+    sources = sorted(r["platform"] for r in rows if r["platform"] != train.target_platform)
+    if not sources:
+        raise PropensityError(f"training.target_platform={train.target_platform!r} is the only platform;"
+                              " a transfer needs at least one other source platform")
+    return sources
+
+
+def _split(spark: SparkSession, cfg: Config, plan: SnapshotPlan, train: TrainSettings, platforms: list[str],
+           fraction: float = 1.0) -> tuple[DataFrame, DataFrame]:
+    rows = labelled(data.examples(spark, cfg, plan.train, platforms))
+    if fraction < 1.0:
+        rows = rows.sample(fraction=fraction, seed=train.seed)
+    rows = data.sample_rows(rows, train.max_train_rows, train.seed).persist()
+    if rows.count() == 0:
+        raise PropensityError(f"no labelled rows on the train snapshots for platforms {platforms or 'all'};"
+                              " run `propensity features` with labels")
+    validation = data.sample_rows(labelled(data.examples(spark, cfg, [plan.validation], platforms)),
+                                  train.max_eval_rows, train.seed)
+    return rows, validation
+
+
+def _log_run_inputs(cfg: Config, teacher: ModelSettings, train: TrainSettings, plan: SnapshotPlan,
+                    start: Pretrained, sources: list[str]) -> None:
+    mlflow_utils.log_params("teacher", teacher.to_dict())
+    mlflow_utils.log_params("training", train.to_dict())
+    mlflow.log_params({"finetune.train_snapshots": ",".join(d.isoformat() for d in plan.train),
+                       "finetune.validation_snapshot": plan.validation.isoformat(),
+                       "finetune.test_snapshot": plan.test.isoformat(),
+                       "finetune.sources": ",".join(sources) or "all", "finetune.encoder": str(start.encoder_dir)})
+    mlflow_utils.log_resolved_config(cfg, {"teacher": teacher, "training": train})
+    mlflow.log_artifacts(str(start.tokenizer_dir), "tokenizer")
+
+
+def run_finetune(spark: SparkSession, cfg: Config, teacher: ModelSettings, train: TrainSettings,
+                 plan: SnapshotPlan | None = None) -> mlflow_utils.RegisteredModelVersion:
+    """``propensity finetune``: fine-tune the teacher, log it to MLflow and register a new version.
+
+    :param plan: snapshot dates; None: planned from ``events`` (snapshots built if missing).
+    :returns: the registered ``propensity_teacher`` version.
+    """
+    from propensity.features import FEATURE_COLUMNS
+
+    plan = plan or data.load_plan(spark, cfg)
+    start = find_pretrained(cfg, train, teacher.max_length)
+    sources = _platforms(spark, cfg, plan, train)
+    rows, validation = _split(spark, cfg, plan, train, sources)
+    features = list(FEATURE_COLUMNS)
+    mlflow_utils.setup_mlflow(cfg)
+    try:
+        with mlflow.start_run(run_name="teacher-finetune", tags={"stage": "finetune", "model": "teacher"}) as run:
+            _log_run_inputs(cfg, teacher, train, plan, start, sources)
+            mlflow.log_param("finetune.rows", rows.count())
+            out = mlflow_utils.checkpoint_dir(cfg, "teacher", "finetune", run.info.run_id)
+            outcome = finetune_model(spark, cfg, rows, validation, features, teacher, train, start, out,
+                                     run_id=run.info.run_id)
+            if train.target_platform:
+                outcome = _adapt(spark, cfg, plan, teacher, train, start, outcome, features, run.info.run_id)
+            mlflow.log_metric("finetune_samples_per_s", float(outcome.result["samples_per_s"]))
+            example = input_example(validation.limit(5).toPandas(), features)
+            version = log_pyfunc_model(outcome.model_dir, start.tokenizer_dir, outcome.stats_path, example,
+                                       mlflow_utils.registered_name(cfg, mlflow_utils.TEACHER_MODEL_NAME))
+    finally:
+        rows.unpersist()
+    log.info("registered %s version %s (run %s)", version.name, version.version, version.run_id)
+    return version
+
+
+def _adapt(spark: SparkSession, cfg: Config, plan: SnapshotPlan, teacher: ModelSettings, train: TrainSettings,
+           start: Pretrained, source: FinetuneOutcome, features: list[str], run_id: str) -> FinetuneOutcome:
+    """Second step: continue from the source model on the target platform's labels."""
+    target = str(train.target_platform)
+    rows, validation = _split(spark, cfg, plan, train, [target], train.target_label_fraction)
+    try:
+        mlflow.log_param("adapt.rows", rows.count())
+        stats = FeatureStats.from_json(source.stats_path.read_text())
+        return finetune_model(spark, cfg, rows, validation, features, teacher, train, start,
+                              source.model_dir.parent / "adapt", init_model=source.model_dir, stats=stats,
+                              stage="adapt", run_id=run_id)
+    finally:
+        rows.unpersist()

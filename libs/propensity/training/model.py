@@ -1,0 +1,260 @@
+"""The teacher network: a BERT encoder from ``transformers`` plus three wide-and-deep sigmoid heads.
+
+- :class:`FeatureNormalizer`: ``(signed_log1p(x) - mean) / std`` with statistics computed on
+  the train rows (:class:`FeatureStats`) and stored as buffers, so they travel with the weights;
+- :class:`PropensityModel`: masked-mean-pooled encoder output concatenated with the
+  normalised aggregate features feeds one head per task (``purchase``, ``click``, ``churn``);
+  each head is an MLP (deep) plus a linear term on the features alone (wide), so the model
+  can represent a logistic regression on the features;
+- :func:`masked_bce`: binary cross-entropy over the (row, task) entries whose label is known;
+- :func:`mask_tokens`: BERT's 80/10/10 masking for masked-language modelling;
+- :func:`save_model` / :func:`load_model`: a folder with ``model.json`` and ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertForMaskedLM, BertModel
+
+TASKS = ("purchase", "click", "churn")
+MODEL_FILE = "model.pt"
+MODEL_META_FILE = "model.json"
+#: Normalised features are clipped to this many standard deviations.
+FEATURE_CLIP = 8.0
+
+
+def bert_config(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+                max_length: int, dropout: float, pad_token_id: int = 0) -> BertConfig:
+    """A ``BertConfig`` built from our settings (no download: nothing is fetched by name)."""
+    return BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                      num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                      max_position_embeddings=max_length, hidden_dropout_prob=dropout,
+                      attention_probs_dropout_prob=dropout, pad_token_id=pad_token_id, type_vocab_size=1)
+
+
+@dataclass
+class FeatureStats:
+    """Per-feature mean and standard deviation of ``signed_log1p(x)`` on the train rows."""
+
+    columns: list[str]
+    mean: list[float]
+    std: list[float]
+
+    def __post_init__(self) -> None:
+        if not len(self.columns) == len(self.mean) == len(self.std):
+            raise ValueError(f"FeatureStats: {len(self.columns)} columns but {len(self.mean)} means and"
+                             f" {len(self.std)} standard deviations")
+
+    def to_json(self) -> str:
+        """The statistics as JSON."""
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureStats:
+        """Statistics written by :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+
+def signed_log1p(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * log(1 + |x|)``: tames counts and amounts with long tails."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+class FeatureNormalizer(nn.Module):
+    """Standardises raw aggregate features with statistics saved in the module's buffers."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+
+    def set_stats(self, stats: FeatureStats) -> None:
+        """Copy ``stats`` into the buffers (a zero standard deviation becomes 1)."""
+        std = torch.tensor(stats.std, dtype=torch.float32)
+        self.mean.copy_(torch.tensor(stats.mean, dtype=torch.float32))
+        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised features; NaN (a missing value) becomes 0, the train mean."""
+        z = (signed_log1p(x.float()) - self.mean) / self.std
+        return torch.nan_to_num(z, nan=0.0).clamp(-FEATURE_CLIP, FEATURE_CLIP)
+
+
+class TaskHead(nn.Module):
+    """One sigmoid head: MLP on [pooled ++ features] plus a linear term on the features (logit out)."""
+
+    def __init__(self, hidden_size: int, n_features: int, head_hidden_size: int, dropout: float) -> None:
+        super().__init__()
+        self.deep = nn.Sequential(nn.Linear(hidden_size + n_features, head_hidden_size), nn.GELU(),
+                                  nn.Dropout(dropout), nn.Linear(head_hidden_size, 1))
+        self.wide = nn.Linear(n_features, 1) if n_features else None
+
+    def forward(self, pooled: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(batch,)``."""
+        logit = self.deep(torch.cat([pooled, features], dim=1)).squeeze(1)
+        if self.wide is not None:
+            logit = logit + self.wide(features).squeeze(1)
+        return logit
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token vectors where ``attention_mask`` is 1."""
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class PropensityModel(nn.Module):
+    """BERT encoder + feature normaliser + one :class:`TaskHead` per task; outputs logits ``(batch, 3)``."""
+
+    def __init__(self, config: BertConfig, feature_columns: Sequence[str], head_hidden_size: int,
+                 encoder: BertModel | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.feature_columns = list(feature_columns)
+        self.head_hidden_size = head_hidden_size
+        self.encoder = encoder if encoder is not None else BertModel(config, add_pooling_layer=False)
+        self.normalizer = FeatureNormalizer(len(self.feature_columns))
+        self.heads = nn.ModuleDict({t: TaskHead(config.hidden_size, len(self.feature_columns), head_hidden_size,
+                                                config.hidden_dropout_prob) for t in TASKS})
+        self.encoder_frozen = False
+
+    def freeze_encoder(self) -> None:
+        """Stop training the encoder: no gradients, and dropout off (it stays in eval mode)."""
+        self.encoder_frozen = True
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.encoder.eval()
+
+    def train(self, mode: bool = True) -> PropensityModel:
+        """Like ``nn.Module.train``, but a frozen encoder stays in eval mode."""
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled sequence embeddings ``(batch, hidden)``."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            out = self.encoder(input_ids=input_ids.long(), attention_mask=attention_mask.long())
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, len(TASKS))`` from token ids, their mask and the raw features."""
+        pooled = self.encode(input_ids, attention_mask)
+        feats = self.normalizer(features).to(pooled.dtype)
+        return torch.stack([self.heads[t](pooled, feats) for t in TASKS], dim=1)
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over the entries with ``label_mask`` 1 (a NULL label has mask 0).
+
+    Returns 0 (with a gradient) when no entry of the batch has a label.
+    """
+    losses = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+    mask = label_mask.float()
+    return (losses * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: Sequence[int], mask_id: int,
+                vocab_size: int, probability: float, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: pick ``probability`` of the real (non-special) tokens; of those 80% become
+    ``mask_id``, 10% a random token and 10% stay. Returns ``(masked_ids, labels)`` with labels
+    -100 where nothing is predicted. At least one token per batch is picked.
+    """
+    ids = input_ids.long()
+    candidates = attention_mask.bool() & ~torch.isin(ids, torch.tensor(list(special_ids), device=ids.device))
+    draw = torch.rand(ids.shape, generator=generator, device=ids.device)
+    picked = candidates & (draw < probability)
+    if not picked.any() and candidates.any():
+        picked.view(-1)[int(candidates.view(-1).nonzero()[0])] = True
+    labels = torch.where(picked, ids, torch.full_like(ids, -100))
+    action = torch.rand(ids.shape, generator=generator, device=ids.device)
+    masked = torch.where(picked & (action < 0.8), torch.full_like(ids, mask_id), ids)
+    random_ids = torch.randint(0, vocab_size, ids.shape, generator=generator, device=ids.device)
+    masked = torch.where(picked & (action >= 0.8) & (action < 0.9), random_ids, masked)
+    return masked, labels
+
+
+def parameter_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in name order: equal only if the weights are bit-identical."""
+    digest = hashlib.sha256()
+    for name, p in sorted(module.named_parameters(), key=lambda kv: kv[0]):
+        digest.update(name.encode())
+        digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_fraction`` of the steps, then linear decay to 10%."""
+    warmup = max(1, math.ceil(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.1, 1.0 - 0.9 * (step - warmup) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def save_model(model: PropensityModel, out_dir: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.json`` (architecture, feature columns, ``extra``) and ``model.pt`` (weights) to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"bert_config": model.config.to_dict(), "feature_columns": model.feature_columns,
+            "head_hidden_size": model.head_hidden_size, "tasks": list(TASKS), **(extra or {})}
+    (out_dir / MODEL_META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+    torch.save(model.state_dict(), out_dir / MODEL_FILE)
+    return out_dir
+
+
+def read_model_meta(model_dir: Path) -> dict[str, Any]:
+    """The ``model.json`` of a folder written by :func:`save_model`."""
+    path = Path(model_dir) / MODEL_META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MODEL_META_FILE} in {str(model_dir)!r}; is it a folder written by save_model?")
+    meta: dict[str, Any] = json.loads(path.read_text())
+    return meta
+
+
+def load_model(model_dir: Path, map_location: str | torch.device = "cpu") -> PropensityModel:
+    """Rebuild a :class:`PropensityModel` saved by :func:`save_model`, in eval mode."""
+    meta = read_model_meta(model_dir)
+    config = BertConfig.from_dict(meta["bert_config"])
+    model = PropensityModel(config, meta["feature_columns"], int(meta["head_hidden_size"]))
+    state = torch.load(Path(model_dir) / MODEL_FILE, map_location=map_location, weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+class MaskedLMObjective(nn.Module):
+    """Wraps a ``BertForMaskedLM``: loss of the masked positions only (logits are computed just there).
+
+    ``forward(input_ids, attention_mask, labels)`` with ``labels`` -100 where nothing is predicted.
+    """
+
+    def __init__(self, mlm: BertForMaskedLM) -> None:
+        super().__init__()
+        self.mlm: BertForMaskedLM = mlm
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean cross-entropy, correct predictions)`` over the positions with a label."""
+        hidden = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        picked = labels != -100
+        logits = self.mlm.cls(hidden[picked]).float()
+        target = labels[picked]
+        loss = nn.functional.cross_entropy(logits, target)
+        return loss, (logits.argmax(-1) == target).sum()

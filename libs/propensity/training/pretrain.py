@@ -1,0 +1,165 @@
+"""``propensity pretrain``: masked-language-model pretraining of the teacher encoder.
+
+Texts are the ``behavior_text`` of every platform on the plan's train snapshots (a seeded
+sample of ``training.max_pretrain_rows``); the validation snapshot's texts give the
+validation MLM loss. Without ``training.init_checkpoint`` a WordPiece tokenizer is trained
+on the texts and the encoder starts from random weights (size from the ``teacher``
+section); with it, tokenizer and weights come from that local Hugging Face folder
+(domain-adaptive continued pretraining; nothing is downloaded).
+
+Output, under ``<storage.root>/checkpoints/teacher/pretrain/<mlflow run id>/``:
+``encoder/`` (``BertForMaskedLM.save_pretrained``), ``tokenizer/`` and ``result.json``;
+``LATEST`` next to it names the newest folder, which :mod:`propensity.training.finetune` uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import mlflow
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from propensity.config import Config
+from propensity.errors import ConfigError, PropensityError
+from propensity.training import data, mlflow_utils
+from propensity.training.loaders import DataSource
+from propensity.training.model import bert_config
+from propensity.training.settings import ModelSettings, TrainSettings
+from propensity.training.train_fn import ENCODER_DIR, MlflowTarget, PretrainJob, pretrain_fn
+
+if TYPE_CHECKING:
+    from propensity.features import SnapshotPlan
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_DIR = "tokenizer"
+LATEST_FILE = "LATEST"
+
+
+def pretrain_root(cfg: Config) -> Path:
+    """Folder holding one subfolder per pretraining run and the ``LATEST`` pointer."""
+    return mlflow_utils.checkpoint_dir(cfg, "teacher", "pretrain")
+
+
+def latest_pretrained(cfg: Config) -> Path | None:
+    """The newest pretraining output folder, or None if ``propensity pretrain`` never ran here."""
+    pointer = pretrain_root(cfg) / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    path = Path(pointer.read_text().strip())
+    return path if (path / ENCODER_DIR).is_dir() and (path / TOKENIZER_DIR).is_dir() else None
+
+
+def check_checkpoint(path: str, max_length: int) -> Path:
+    """Validate a local Hugging Face BERT folder given as ``training.init_checkpoint``.
+
+    :raises ConfigError: it is missing, has no ``config.json`` or ``tokenizer.json``, or is too short.
+    """
+    from transformers import BertConfig
+
+    folder = Path(path)
+    key = "training.init_checkpoint"
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{key}={path!r} is not a Hugging Face model folder (no config.json);"
+                          " give a local folder written by save_pretrained")
+    if not (folder / "tokenizer.json").is_file():
+        raise ConfigError(f"{key}={path!r} has no tokenizer.json; the checkpoint's own fast tokenizer is needed")
+    positions = BertConfig.from_pretrained(str(folder)).max_position_embeddings
+    if max_length > positions:
+        raise ConfigError(f"teacher.max_length={max_length} exceeds the {positions} positions of {key}={path!r};"
+                          f" set teacher.max_length <= {positions}")
+    return folder
+
+
+def _prepare_tokenizer(texts: DataFrame, model: ModelSettings, train: TrainSettings, out_dir: Path) -> Path:
+    from propensity.tokenizer import train_tokenizer
+
+    target = out_dir / TOKENIZER_DIR
+    if train.init_checkpoint:
+        source = check_checkpoint(train.init_checkpoint, model.max_length)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+            if (source / name).is_file():
+                shutil.copy2(source / name, target / name)
+        return target
+    rows = (r["behavior_text"] for r in texts.select("behavior_text").toLocalIterator())
+    return train_tokenizer(rows, model.vocab_size, target)
+
+
+def pretrain_job(model: ModelSettings, train: TrainSettings, tokenizer_dir: Path, out_dir: Path,
+                 source: DataSource, validation: DataSource | None,
+                 target: MlflowTarget | None = None) -> PretrainJob:
+    """The job :func:`~propensity.training.train_fn.pretrain_fn` runs, for a tokenizer and data."""
+    from propensity.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    config = bert_config(len(tok), model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size,
+                         model.max_length, model.dropout, pad_token_id=int(tok.pad_token_id))
+    return PretrainJob(bert_config=config.to_dict(), train=train, data=source, validation=validation,
+                       out_dir=str(out_dir), special_ids=sorted(int(i) for i in tok.all_special_ids),
+                       mask_id=int(tok.mask_token_id), init_encoder=train.init_checkpoint, mlflow=target)
+
+
+def pretrain_encoder(spark: SparkSession, cfg: Config, texts: DataFrame, validation_texts: DataFrame | None,
+                     model: ModelSettings, train: TrainSettings, out_dir: Path,
+                     run_id: str | None = None) -> dict[str, object]:
+    """Tokeniser + MLM pretraining of ``texts`` (a ``behavior_text`` column) into ``out_dir``.
+
+    :returns: the train function's summary (history, samples/s, ``out_dir``).
+    """
+    from propensity.tokenizer import tokenize_column
+    from propensity.training.distributed import run_distributed
+
+    tokenizer_dir = _prepare_tokenizer(texts, model, train, out_dir)
+    if run_id is not None:
+        mlflow.log_artifacts(str(tokenizer_dir), "tokenizer")
+    frames = [data.mlm_frame(tokenize_column(df, str(tokenizer_dir), model.max_length)) if df is not None else None
+              for df in (texts, validation_texts)]
+    target = MlflowTarget(mlflow_utils.tracking_uri(cfg), run_id) if run_id else None
+    with data.converters(spark, cfg, frames, train.num_processes) as (source, val_source):
+        assert source is not None
+        job = pretrain_job(model, train, tokenizer_dir, out_dir, source, val_source, target)
+        result = run_distributed(pretrain_fn, job, train)
+    return result
+
+
+def run_pretrain(spark: SparkSession, cfg: Config, teacher: ModelSettings, train: TrainSettings,
+                 plan: SnapshotPlan | None = None) -> str:
+    """``propensity pretrain``: pretrain the teacher encoder and return its checkpoint folder.
+
+    :param plan: snapshot dates; None: planned from ``events`` (snapshots built if missing).
+    :raises PropensityError: there are no texts on the train snapshots.
+    """
+    plan = plan or data.load_plan(spark, cfg)
+    texts = data.sample_rows(texts_of(data.examples(spark, cfg, plan.train)), train.max_pretrain_rows,
+                             train.seed).persist()
+    validation = data.sample_rows(texts_of(data.examples(spark, cfg, [plan.validation])), train.max_eval_rows,
+                                  train.seed)
+    try:
+        n = texts.count()
+        if n == 0:
+            raise PropensityError(f"no behaviour texts on the train snapshots {plan.train}; run `propensity features`")
+        mlflow_utils.setup_mlflow(cfg)
+        with mlflow.start_run(run_name="teacher-pretrain", tags={"stage": "pretrain", "model": "teacher"}) as run:
+            out_dir = pretrain_root(cfg) / run.info.run_id
+            mlflow_utils.log_params("teacher", teacher.to_dict())
+            mlflow_utils.log_params("training", train.to_dict())
+            mlflow.log_params({"pretrain.rows": n, "pretrain.snapshots": ",".join(d.isoformat() for d in plan.train)})
+            mlflow_utils.log_resolved_config(cfg, {"teacher": teacher, "training": train})
+            result = pretrain_encoder(spark, cfg, texts, validation, teacher, train, out_dir, run.info.run_id)
+            mlflow.log_metric("pretrain_samples_per_s", float(str(result["samples_per_s"])))
+            mlflow.set_tag("checkpoint", str(out_dir))
+        (pretrain_root(cfg) / LATEST_FILE).write_text(str(out_dir) + "\n")
+        log.info("pretrained encoder in %s", out_dir)
+        return str(out_dir)
+    finally:
+        texts.unpersist()
+
+
+def texts_of(df: DataFrame) -> DataFrame:
+    """The non-empty ``behavior_text`` values of ``df``."""
+    return df.where(F.length("behavior_text") > 0).select("behavior_text")

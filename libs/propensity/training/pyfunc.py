@@ -1,0 +1,123 @@
+"""The teacher as an MLflow pyfunc model: a pandas DataFrame in, three probabilities out.
+
+Input: ``behavior_text`` plus the aggregate feature columns the model was trained on
+(numbers; cast them to double, as in the signature). Output: a DataFrame with ``purchase``,
+``click`` and ``churn`` in [0, 1], one row per input row, in order.
+
+Artifacts: ``model`` (``model.json`` + ``model.pt``: architecture, weights, feature
+normalisation buffers), ``tokenizer`` (the WordPiece folder) and ``feature_stats`` (the
+normalisation statistics as JSON, for people and for checks). The class lives in this
+package, so the environment loading the model needs ``propensity`` installed (the wheel
+on Databricks clusters).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.models import infer_signature
+from mlflow.pyfunc.model import PythonModel
+
+from propensity.training.mlflow_utils import RegisteredModelVersion
+from propensity.training.model import TASKS, PropensityModel, load_model, read_model_meta
+
+log = logging.getLogger(__name__)
+
+TEXT_COLUMN = "behavior_text"
+PREDICT_BATCH_ROWS = 256
+
+
+class PropensityPyfunc(PythonModel):
+    """Scores ``behavior_text`` + features with a :class:`~propensity.training.model.PropensityModel`."""
+
+    def __init__(self) -> None:
+        self.model: PropensityModel | None = None
+        self.tokenizer: Any = None
+        self.max_length = 0
+
+    def load_context(self, context: Any) -> None:
+        """Load weights and tokenizer once (MLflow calls this when the model is loaded)."""
+        self.load(Path(context.artifacts["model"]), Path(context.artifacts["tokenizer"]))
+
+    def load(self, model_dir: Path, tokenizer_dir: Path) -> PropensityPyfunc:
+        """Load from folders directly (tests, benchmarks); returns self."""
+        from propensity.tokenizer import load_tokenizer
+
+        self.model = load_model(model_dir)
+        self.tokenizer = load_tokenizer(tokenizer_dir)
+        self.max_length = int(read_model_meta(model_dir)["max_length"])
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Feature columns the model needs, in order."""
+        if self.model is None:
+            raise RuntimeError("the model is not loaded yet")
+        return self.model.feature_columns
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+                ) -> pd.DataFrame:
+        """Probabilities ``purchase``, ``click``, ``churn`` for each row of ``model_input``.
+
+        :raises ValueError: a needed column is missing.
+        """
+        from propensity.tokenizer import encode
+
+        if self.model is None:
+            raise RuntimeError("the model is not loaded yet")
+        missing = [c for c in (TEXT_COLUMN, *self.feature_columns) if c not in model_input.columns]
+        if missing:
+            raise ValueError(f"input lacks column {missing[0]!r} ({len(missing)} missing); the model needs"
+                             f" {TEXT_COLUMN} and {', '.join(self.feature_columns)}")
+        texts = [str(t) for t in model_input[TEXT_COLUMN].fillna("")]
+        features = model_input[self.feature_columns].to_numpy(dtype=np.float32, na_value=np.nan)
+        out = np.zeros((len(texts), len(TASKS)), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(texts), PREDICT_BATCH_ROWS):
+                stop = start + PREDICT_BATCH_ROWS
+                ids, mask = encode(self.tokenizer, texts[start:stop], self.max_length)
+                logits = self.model(torch.from_numpy(ids), torch.from_numpy(mask),
+                                    torch.from_numpy(features[start:stop]))
+                out[start:stop] = torch.sigmoid(logits.float()).numpy()
+        return pd.DataFrame(out, columns=list(TASKS), index=model_input.index)
+
+
+def input_example(rows: pd.DataFrame, feature_columns: list[str]) -> pd.DataFrame:
+    """The model's input columns of ``rows`` with features as float64 (the signature's types)."""
+    example = rows[[TEXT_COLUMN, *feature_columns]].copy()
+    example[feature_columns] = example[feature_columns].astype("float64")
+    example[TEXT_COLUMN] = example[TEXT_COLUMN].astype(str)
+    return example.reset_index(drop=True)
+
+
+def pip_requirements() -> list[str]:
+    """The model's runtime requirements, pinned to the versions installed here."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("torch", "transformers", "tokenizers", "mlflow", "pandas", "numpy",
+                                           "pyarrow")]
+
+
+def log_pyfunc_model(model_dir: Path, tokenizer_dir: Path, stats_path: Path, example: pd.DataFrame,
+                     registered_model_name: str) -> RegisteredModelVersion:
+    """Log the model as a pyfunc in the active MLflow run and register a new version of it.
+
+    :param example: a few input rows (see :func:`input_example`), used for the signature and as example.
+    """
+    local = PropensityPyfunc().load(model_dir, tokenizer_dir)
+    output = local.predict(None, example)
+    signature = infer_signature(example, output)
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=PropensityPyfunc(), signature=signature, input_example=example,
+        artifacts={"model": str(model_dir), "tokenizer": str(tokenizer_dir), "feature_stats": str(stats_path)},
+        registered_model_name=registered_model_name, pip_requirements=pip_requirements())
+    run = mlflow.active_run()
+    run_id = run.info.run_id if run is not None else str(info.run_id)
+    return RegisteredModelVersion(name=registered_model_name, version=str(info.registered_model_version),
+                                  run_id=run_id)

@@ -1,0 +1,290 @@
+"""Teacher training: settings, loss masking, MLM masking, head-mode freezing, and pretrain + finetune
+end to end through TorchDistributor (2 local processes, gloo) and petastorm, with the MLflow registry.
+
+Everything runs at a tiny size (1 layer, hidden 32, 16 tokens, a few hundred rows).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from pyspark.sql import SparkSession
+
+from propensity.config import Config
+from propensity.errors import ConfigError
+from propensity.features import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES, SnapshotPlan
+from propensity.tables import ensure_table
+from propensity.tokenizer import encode, load_tokenizer, train_tokenizer
+from propensity.training import mlflow_utils
+from propensity.training.loaders import DataSource
+from propensity.training.model import (
+    TASKS,
+    FeatureStats,
+    PropensityModel,
+    bert_config,
+    mask_tokens,
+    masked_bce,
+    parameter_fingerprint,
+)
+from propensity.training.settings import TeacherSettings, TrainSettings
+from propensity.training.train_fn import FinetuneJob, finetune_fn, job_from_json, job_to_json
+
+PLATFORMS = ("shop", "app")
+TINY = TeacherSettings(vocab_size=120, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                       max_length=16, dropout=0.1, head_hidden_size=8)
+
+
+def tiny_training(**overrides: object) -> TrainSettings:
+    values: dict[str, object] = {"pretrain_epochs": 1, "epochs": 2, "batch_size": 16, "num_processes": 2,
+                                 "log_every_steps": 5, "max_train_rows": 0, "max_pretrain_rows": 0,
+                                 "max_eval_rows": 0, "workers_count": 1, "learning_rate": 3e-3,
+                                 "head_learning_rate": 1e-2}
+    values.update(overrides)
+    return TrainSettings(**values)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------- fixture data
+
+
+def _event(rng: np.random.Generator, platform: str, kind: str) -> str:
+    category = rng.choice(["electronics.phone", "home.sofa", "toys.lego"])
+    return f"[{platform}] {kind} {category} p{rng.integers(0, 10)} {rng.choice(['+1h', '+1d', '+2d'])}"
+
+
+def _example(rng: np.random.Generator, snapshot: date, user: int, platform: str) -> dict[str, object]:
+    """One training_examples row; buyers have 'cart'/'purchase' words and purchase counts, so labels are learnable."""
+    buyer = rng.random() < 0.4
+    kinds = ["view"] * int(rng.integers(1, 4)) + (["cart", "purchase"] if buyer else [])
+    text = " ".join(_event(rng, platform, k) for k in rng.permutation(kinds)) + f" <target:{platform}>"
+    row: dict[str, object] = {**{c: 0 for c in INT_FEATURES}, **{c: 0.0 for c in DOUBLE_FEATURES}}
+    row["n_view_30d"] = len(kinds)
+    row["n_purchase_30d"] = int(buyer) * int(rng.integers(1, 3))
+    row["days_since_last_event"] = float(rng.uniform(0, 10 if buyer else 30))
+    has_ads = platform == "shop"
+    row.update(snapshot_date=snapshot, user_id=f"u{user}", platform=platform, behavior_text=text,
+               label_purchase=int(rng.random() < (0.8 if buyer else 0.1)),
+               label_click=int(rng.random() < 0.3) if has_ads else None,
+               label_churn=int(rng.random() < (0.1 if buyer else 0.6)))
+    return row
+
+
+def make_examples(spark: SparkSession, cfg: Config, users_per_date: int = 40, seed: int = 3) -> SnapshotPlan:
+    """Write a small ``training_examples`` table (2 train dates, validation, test; 2 platforms) and its plan."""
+    test = date(2026, 3, 1)
+    plan = SnapshotPlan(train=[test - timedelta(days=21), test - timedelta(days=14)],
+                        validation=test - timedelta(days=7), test=test)
+    rng = np.random.default_rng(seed)
+    rows = [_example(rng, d, u, p) for d in plan.all() for u in range(users_per_date) for p in PLATFORMS]
+    table = ensure_table(spark, cfg, "training_examples")
+    schema = spark.table(table).schema
+    df = spark.createDataFrame([tuple(r[f.name] for f in schema.fields) for r in rows], schema)
+    df.write.format("delta").mode("append").saveAsTable(table)
+    return plan
+
+
+@pytest.fixture(scope="module")
+def trained(make_config: Callable[..., Config], spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+            ) -> dict[str, object]:
+    """Pretrain, then fine-tune (both through TorchDistributor with 2 processes) on a fixture table."""
+    from propensity.training.finetune import run_finetune
+    from propensity.training.pretrain import run_pretrain
+
+    root = tmp_path_factory.mktemp("teacher")
+    cfg = make_config(overrides=[f"storage.root={root}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}"])
+    plan = make_examples(spark, cfg)
+    train = tiny_training()
+    checkpoint = run_pretrain(spark, cfg, TINY, train, plan=plan)
+    version = run_finetune(spark, cfg, TINY, train, plan=plan)
+    return {"cfg": cfg, "plan": plan, "train": train, "checkpoint": Path(checkpoint), "version": version}
+
+
+# ----------------------------------------------------------------------------------------------- unit tests
+
+
+def test_settings_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"teacher\.hidden_size=30 is not divisible by teacher\.num_heads=4"):
+        TeacherSettings(hidden_size=30, num_heads=4)
+    with pytest.raises(ConfigError, match=r"training\.transfer_mode='frozen'"):
+        TrainSettings(transfer_mode="frozen")
+    with pytest.raises(ConfigError, match=r"training\.target_platform='app' is also in training\.source_platforms"):
+        TrainSettings(source_platforms=["app"], target_platform="app")
+    with pytest.raises(ConfigError, match=r"training\.num_processes=0"):
+        TrainSettings(num_processes=0)
+
+
+def test_masked_bce_leaves_null_labels_out() -> None:
+    logits = torch.tensor([[0.5, -1.0, 2.0], [-0.3, 0.7, 0.1]])
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # the masked entries' labels must not matter
+    known = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+
+    def bce(z: float, y: float) -> float:
+        p = 1 / (1 + math.exp(-z))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+    expected = (bce(0.5, 1) + bce(2.0, 1) + bce(-0.3, 0)) / 3
+    assert masked_bce(logits, labels, known).item() == pytest.approx(expected, rel=1e-6)
+    flipped = labels.clone()
+    flipped[0, 1], flipped[1, 2] = 1.0, 0.0
+    assert masked_bce(logits, flipped, known).item() == pytest.approx(expected, rel=1e-6)
+    assert masked_bce(logits, labels, torch.zeros_like(known)).item() == 0.0
+
+
+def test_mask_tokens_never_masks_special_or_padding() -> None:
+    ids = torch.tensor([[2, 10, 11, 12, 13, 3, 0, 0]] * 64)
+    attention = (ids != 0).int()
+    masked, labels = mask_tokens(ids, attention, [0, 1, 2, 3, 4], 4, 50, 0.5, torch.Generator().manual_seed(1))
+    picked = labels != -100
+    assert picked[:, [0, 5, 6, 7]].sum() == 0
+    assert torch.equal(labels[picked], ids[picked])
+    assert 0.3 < picked[:, 1:5].float().mean() < 0.7
+    assert (masked[picked] == 4).float().mean() > 0.6
+    assert torch.equal(masked[~picked], ids[~picked])
+
+
+def _write_parquet(path: Path, columns: dict[str, np.ndarray], files: int = 2) -> str:
+    path.mkdir(parents=True)
+    table = pa.table({k: pa.array(list(v), type=pa.list_(pa.from_numpy_dtype(v.dtype))) for k, v in columns.items()})
+    step = math.ceil(table.num_rows / files)
+    for i in range(files):
+        pq.write_table(table.slice(i * step, step), path / f"part-{i}.parquet")
+    return str(path)
+
+
+def _finetune_parquet(tmp_path: Path, n: int = 96) -> tuple[str, int, list[int]]:
+    rng = np.random.default_rng(0)
+    texts = [" ".join(_event(rng, "shop", k) for k in ("view", "cart")) for _ in range(n)]
+    tokenizer = load_tokenizer(train_tokenizer(texts, 80, tmp_path / "tok"))
+    ids, mask = encode(tokenizer, texts, 16)
+    features = rng.normal(size=(n, 2)).astype(np.float32)
+    labels = rng.integers(0, 2, size=(n, 3)).astype(np.float32)
+    known = np.ones_like(labels)
+    known[::2, 1] = 0.0
+    url = _write_parquet(tmp_path / "rows", {"input_ids": ids, "attention_mask": mask, "features": features,
+                                              "labels": labels, "label_mask": known})
+    return url, len(tokenizer), sorted(tokenizer.all_special_ids)
+
+
+@pytest.mark.parametrize("mode", ["head", "full"])
+def test_head_mode_freezes_the_encoder(tmp_path: Path, mode: str) -> None:
+    """In-process run of the train function (no Spark): 'head' leaves every encoder weight bit-identical."""
+    url, vocab, _ = _finetune_parquet(tmp_path)
+    config = bert_config(vocab, 32, 1, 2, 64, 16, 0.1)
+    torch.manual_seed(0)
+    PropensityModel(config, ["a", "b"], 8).encoder.save_pretrained(str(tmp_path / "encoder"))
+    job = FinetuneJob(bert_config=config.to_dict(), feature_columns=["a", "b"],
+                      feature_stats={"columns": ["a", "b"], "mean": [0.0, 0.0], "std": [1.0, 1.0]},
+                      head_hidden_size=8, train=tiny_training(transfer_mode=mode, num_processes=1), epochs=2,
+                      data=DataSource(rows=96, parquet_url=url), validation=DataSource(rows=96, parquet_url=url),
+                      out_dir=str(tmp_path / "out"), transfer_mode=mode, init_encoder=str(tmp_path / "encoder"),
+                      extra_meta={"max_length": 16})
+    result = finetune_fn(job_from_json(job_to_json(job)))  # type: ignore[arg-type]
+
+    from propensity.training.model import load_model
+
+    start = PropensityModel(config, ["a", "b"], 8)
+    start.encoder = type(start.encoder).from_pretrained(str(tmp_path / "encoder"), add_pooling_layer=False)
+    trained = load_model(tmp_path / "out" / "model")
+    same_encoder = all(torch.equal(a, b) for a, b in zip(start.encoder.state_dict().values(),
+                                                         trained.encoder.state_dict().values(), strict=True))
+    assert same_encoder is (mode == "head")
+    assert (result["encoder_fingerprint_before"] == result["encoder_fingerprint_after"]) is (mode == "head")
+    assert parameter_fingerprint(trained.encoder) == result["encoder_fingerprint_after"]
+    assert not torch.equal(start.heads["purchase"].deep[0].weight, trained.heads["purchase"].deep[0].weight)
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+
+
+def test_feature_normalizer_uses_saved_statistics() -> None:
+    model = PropensityModel(bert_config(50, 32, 1, 2, 64, 16, 0.0), ["a", "b"], 8)
+    model.normalizer.set_stats(FeatureStats(["a", "b"], [math.log1p(3.0), 0.0], [2.0, 0.0]))
+    z = model.normalizer(torch.tensor([[3.0, 5.0], [float("nan"), 0.0]]))
+    assert z[0, 0].item() == pytest.approx(0.0, abs=1e-6)
+    assert z[0, 1].item() == pytest.approx(math.log1p(5.0), rel=1e-6)  # std 0 is treated as 1
+    assert z[1, 0].item() == 0.0
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+def test_pretrain_writes_encoder_tokenizer_and_mlflow_run(trained: dict[str, object]) -> None:
+    from propensity.training.pretrain import latest_pretrained
+
+    cfg, checkpoint = trained["cfg"], trained["checkpoint"]
+    assert isinstance(cfg, Config) and isinstance(checkpoint, Path)
+    assert (checkpoint / "encoder" / "config.json").is_file()
+    assert (checkpoint / "tokenizer" / "tokenizer.json").is_file()
+    assert latest_pretrained(cfg) == checkpoint
+    client = mlflow_utils.client(cfg)
+    run = client.get_run(checkpoint.name)
+    assert run.data.params["teacher.num_layers"] == "1"
+    assert "pretrain_train_loss" in run.data.metrics and "pretrain_val_loss" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"tokenizer", "config"} <= artifacts
+
+
+def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained: dict[str, object],
+                                                                        spark: SparkSession) -> None:
+    from propensity.training.pyfunc import PropensityPyfunc
+
+    cfg, version, checkpoint = trained["cfg"], trained["version"], trained["checkpoint"]
+    assert isinstance(cfg, Config) and isinstance(checkpoint, Path)
+    assert isinstance(version, mlflow_utils.RegisteredModelVersion)
+    assert version.name == "propensity_teacher"
+    run = mlflow_utils.client(cfg).get_run(version.run_id)
+    history = mlflow_utils.client(cfg).get_metric_history(version.run_id, "finetune_val_auc_purchase")
+    assert [m.step for m in history] == [1, 2]
+    assert "finetune_train_loss" in run.data.metrics
+
+    rows = spark.table(cfg.table("training_examples")).limit(40).toPandas()
+    model_dir = cfg.root / "checkpoints" / "teacher" / "finetune" / version.run_id / "model"
+    before = PropensityPyfunc().load(model_dir, checkpoint / "tokenizer").predict(None, rows)
+    mlflow_utils.setup_mlflow(cfg)
+    loaded = mlflow.pyfunc.load_model(version.model_uri)
+    example = rows[["behavior_text", *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
+    after = loaded.predict(example)
+    assert list(after.columns) == list(TASKS)
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
+    assert ((after.to_numpy() > 0) & (after.to_numpy() < 1)).all()
+
+
+def test_finetune_head_mode_twice_adds_versions(trained: dict[str, object], spark: SparkSession) -> None:
+    """A second run (head mode, target-platform adaptation, 1 process) adds a version; the first stays."""
+    from propensity.training.finetune import run_finetune
+
+    cfg, plan, first = trained["cfg"], trained["plan"], trained["version"]
+    assert isinstance(cfg, Config) and isinstance(plan, SnapshotPlan)
+    assert isinstance(first, mlflow_utils.RegisteredModelVersion)
+    train = tiny_training(transfer_mode="head", target_platform="app", target_label_fraction=0.5, epochs=1,
+                          num_processes=1)
+    second = run_finetune(spark, cfg, TINY, train, plan=plan)
+    assert int(second.version) == int(first.version) + 1
+    versions = mlflow_utils.client(cfg).search_model_versions("name = 'propensity_teacher'")
+    assert sorted(int(v.version) for v in versions) == [int(first.version), int(second.version)]
+    metrics = mlflow_utils.client(cfg).get_run(second.run_id).data.metrics
+    assert "adapt_val_auc_purchase" in metrics and "finetune_val_auc_purchase" in metrics
+
+
+def test_evaluate_teacher_writes_model_evaluations(trained: dict[str, object], spark: SparkSession) -> None:
+    from propensity.evaluation.evaluate import run_evaluate
+
+    cfg, plan, version = trained["cfg"], trained["plan"], trained["version"]
+    assert isinstance(cfg, Config) and isinstance(plan, SnapshotPlan)
+    assert isinstance(version, mlflow_utils.RegisteredModelVersion)
+    result = run_evaluate(spark, cfg, {"propensity_teacher": version.model_uri}, plan=plan).toPandas()
+    stored = spark.table(cfg.table("model_evaluations")).toPandas()
+    assert len(stored) == len(result) > 0
+    assert set(result["split"]) == {"validation", "test"}
+    assert set(result["platform"]) == {"shop", "app", "all"}
+    assert (result["model_version"] == version.version).all()
+    # click labels exist on 'shop' only: no click row for 'app'
+    assert not ((result["task"] == "click") & (result["platform"] == "app")).any()
+    assert result["auc"].between(0, 1).all()

@@ -12,7 +12,7 @@ def _requirements() -> list[str]:
     return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
 
 
-STAGES = ["generate", "ingest", "features", "sql"]
+STAGES = ["generate", "ingest", "features", "score", "publish", "sql"]
 
 setup(
     name="propensity",

@@ -29,11 +29,13 @@ from propensity.features import (
     SnapshotPlan,
     build_training_examples,
     ensure_snapshots,
+    label_summary,
     plan_from_range,
     plan_snapshots,
     write_snapshot,
 )
 from propensity.tables import BEHAVIOUR_EVENT_TYPES, EVENT_TYPES, TABLES, ensure_table
+from propensity.tokenizer import training_corpus
 
 T = date(2026, 3, 1)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -258,18 +260,20 @@ def events_ids(events: list[Event]) -> list[str]:
 
 def reference_text(mine: pd.DataFrame, max_events: int, target: str) -> str:
     """The documented behavior_text format, written again in plain Python."""
-    rows = mine.sort_values(["time", "platform", "rank", "id"]).tail(max_events)
+    rows = mine.sort_values(["time", "platform", "rank", "id"]).tail(max_events).to_dict("records")
     words: list[str] = []
     previous: datetime | None = None
-    for r in rows.itertuples():
-        if previous is not None and (r.time - previous).total_seconds() >= 60:
-            words.append(gap((r.time - previous).total_seconds()))
-        words += [f"[{r.platform}]", r.event_type]
-        words += [w for w in (r.category, r.brand) if isinstance(w, str)]
-        if isinstance(r.price, float) and not math.isnan(r.price):
+    for r in rows:
+        time: datetime = r["time"]
+        if previous is not None and (time - previous).total_seconds() >= 60:
+            words.append(gap((time - previous).total_seconds()))
+        words += [f"[{r['platform']}]", r["event_type"]]
+        words += [w for w in (r["category"], r["brand"]) if isinstance(w, str)]
+        price = r["price"]
+        if isinstance(price, float) and not math.isnan(price):
             bounds = (5, 10, 25, 50, 100, 250, 500, 1000, 2500)
-            words.append(f"p{sum(r.price >= b for b in bounds)}")
-        previous = r.time
+            words.append(f"p{sum(price >= b for b in bounds)}")
+        previous = time
     assert previous is not None
     words.append(gap((T0 - previous).total_seconds()))
     return " ".join([*words, f"<target:{target}>"])
@@ -379,6 +383,13 @@ def test_write_snapshot_replaces_only_its_partition(spark: SparkSession, make_co
     assert sorted(r[0] for r in spark.table(table).select("snapshot_date").distinct().collect()) == [b, T - DAY, T]
     assert [tuple(r)[:-3] for r in rows(b)] == [r[:-3] for r in before_b]
     assert rows(T) == sorted(tuple(r.values()) for r in after_t.values())
+
+    summary = {r["platform"]: r.asDict() for r in label_summary(spark, cfg, [T]).collect()}
+    shop = [r for r in after_t.values() if r["platform"] == "shop"]
+    assert summary["shop"]["rows"] == len(shop) and summary["shop"]["click_rows"] == 1
+    assert summary["shop"]["purchase_rate"] == pytest.approx(sum(r["label_purchase"] for r in shop) / len(shop))
+    assert summary["market"]["click_rate"] is None
+    assert set(training_corpus(spark, cfg, [T])) == {r["behavior_text"] for r in after_t.values()}
 
 
 def test_plan_from_range() -> None:

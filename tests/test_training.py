@@ -32,12 +32,15 @@ from propensity.training.model import (
     FeatureStats,
     PropensityModel,
     bert_config,
+    load_model,
     mask_tokens,
     masked_bce,
     parameter_fingerprint,
 )
 from propensity.training.settings import TeacherSettings, TrainSettings
-from propensity.training.train_fn import FinetuneJob, finetune_fn, job_from_json, job_to_json
+from propensity.training.train_fn import FinetuneJob, _propensity_model, finetune_fn, job_from_json, job_to_json
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 PLATFORMS = ("shop", "app")
 TINY = TeacherSettings(vocab_size=120, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
@@ -187,19 +190,19 @@ def test_head_mode_freezes_the_encoder(tmp_path: Path, mode: str) -> None:
                       data=DataSource(rows=96, parquet_url=url), validation=DataSource(rows=96, parquet_url=url),
                       out_dir=str(tmp_path / "out"), transfer_mode=mode, init_encoder=str(tmp_path / "encoder"),
                       extra_meta={"max_length": 16})
+    torch.manual_seed(job.train.seed)
+    start = _propensity_model(job)  # the train function's starting point, with the same seed
     result = finetune_fn(job_from_json(job_to_json(job)))  # type: ignore[arg-type]
 
-    from propensity.training.model import load_model
-
-    start = PropensityModel(config, ["a", "b"], 8)
-    start.encoder = type(start.encoder).from_pretrained(str(tmp_path / "encoder"), add_pooling_layer=False)
     trained = load_model(tmp_path / "out" / "model")
     same_encoder = all(torch.equal(a, b) for a, b in zip(start.encoder.state_dict().values(),
                                                          trained.encoder.state_dict().values(), strict=True))
     assert same_encoder is (mode == "head")
+    assert all(not p.requires_grad for p in start.encoder.parameters()) is (mode == "head")
     assert (result["encoder_fingerprint_before"] == result["encoder_fingerprint_after"]) is (mode == "head")
     assert parameter_fingerprint(trained.encoder) == result["encoder_fingerprint_after"]
-    assert not torch.equal(start.heads["purchase"].deep[0].weight, trained.heads["purchase"].deep[0].weight)
+    for task in TASKS:
+        assert not torch.equal(start.heads[task].deep[0].weight, trained.heads[task].deep[0].weight)
     assert [h["epoch"] for h in result["history"]] == [1, 2]
 
 

@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     verbs.add_parser("ingest", parents=[common], help="raw feeds -> bronze -> events, items, identity_map, rejects")
 
+    feat = verbs.add_parser("features", parents=[common], help="training_examples for one snapshot date")
+    feat.add_argument("--snapshot-date", type=_snapshot_date, help="T (YYYY-MM-DD): features before T, labels after")
+    feat.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True,
+                      help="compute labels (--no-labels leaves them NULL, as at scoring time)")
+    feat.add_argument("--training-set", action="store_true",
+                      help="build every missing snapshot of the training plan (train, validation, test)")
+
+    score = verbs.add_parser("score", parents=[common], help="user_scores for one snapshot date")
+    score.add_argument("--snapshot-date", type=_snapshot_date, required=True, help="T (YYYY-MM-DD)")
+    score.add_argument("--model-uri", default=None, help="model to use (default scoring.model_uri)")
+
+    pub = verbs.add_parser("publish", parents=[common], help="inventory_demand and ads_audiences for one snapshot")
+    pub.add_argument("--snapshot-date", type=_snapshot_date, required=True, help="T (YYYY-MM-DD)")
+
     sql = verbs.add_parser("sql", parents=[common], help="run SQL on the project's database")
     sql.add_argument("query", help="the SQL query")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
@@ -111,6 +125,46 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_features(args: argparse.Namespace) -> int:
+    from propensity.features import ensure_snapshots, plan_snapshots, write_snapshot
+    from propensity.spark import get_spark
+
+    cfg = _config(args)
+    if args.snapshot_date is None and not args.training_set:
+        raise PropensityError("give --snapshot-date YYYY-MM-DD or --training-set")
+    spark = get_spark(cfg)
+    if args.training_set:
+        plan = plan_snapshots(spark, cfg)
+        ensure_snapshots(spark, cfg, plan)
+        print(f"training set: train {', '.join(d.isoformat() for d in plan.train)}; validation {plan.validation};"
+              f" test {plan.test}")
+    if args.snapshot_date is not None:
+        rows = write_snapshot(spark, cfg, args.snapshot_date, with_labels=args.labels)
+        print(f"training_examples: {rows} rows for snapshot {args.snapshot_date}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from propensity.scoring.score import score_path_summary, score_snapshot
+    from propensity.spark import get_spark
+
+    cfg = _config(args)
+    result = score_snapshot(get_spark(cfg), cfg, args.snapshot_date, args.model_uri)
+    print(score_path_summary(result))
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from propensity.scoring.publish import publish
+    from propensity.spark import get_spark
+
+    cfg = _config(args)
+    result = publish(get_spark(cfg), cfg, args.snapshot_date)
+    audiences = ", ".join(f"{k}={v}" for k, v in sorted(result.audience_rows.items())) or "none"
+    print(f"inventory_demand: {result.inventory_rows} rows; ads_audiences: {audiences}")
+    return 0
+
+
 def _cmd_sql(args: argparse.Namespace) -> int:
     from propensity.spark import get_spark
     from propensity.sql import render, run_sql
@@ -137,6 +191,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate": _cmd_generate,
     "ingest": _cmd_ingest,
+    "features": _cmd_features,
+    "score": _cmd_score,
+    "publish": _cmd_publish,
     "sql": _cmd_sql,
     "sql-server": _cmd_sql_server,
     "demo": _cmd_demo,
@@ -169,3 +226,5 @@ generate_entry = _entry("generate")
 ingest_entry = _entry("ingest")
 features_entry = _entry("features")
 sql_entry = _entry("sql")
+score_entry = _entry("score")
+publish_entry = _entry("publish")

@@ -119,6 +119,41 @@ class FeaturesConfig:
 
 
 @dataclass
+class ScoringConfig:
+    """Batch scoring (DESIGN section 8)."""
+
+    model_uri: str = _help("Model to score with; an alias URI follows the registry (champion).",
+                           default="models:/propensity_student@champion")
+    batch_size: int = _help("Rows per model call inside a Python worker.", default=512)
+    arrow_batch_size: int = _help("spark.sql.execution.arrow.maxRecordsPerBatch while scoring.", default=4096)
+    torch_threads: int = _help("torch threads per Python worker; 0 means cores / worker processes.", default=0)
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "arrow_batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"scoring.{key}={getattr(self, key)} must be >= 1")
+        if self.torch_threads < 0:
+            raise ConfigError(f"scoring.torch_threads={self.torch_threads} must be >= 0")
+
+
+@dataclass
+class PublishConfig:
+    """Downstream tables for inventory and ads (DESIGN section 3)."""
+
+    high_click_fraction: float = _help("Share of scored users per platform in the high_click audience.",
+                                       default=0.1)
+    churn_threshold: float = _help("churn_score at or above which a user is at risk.", default=0.5)
+    valuable_min_spend: float = _help("Spend in the lookback that makes a user valuable for churn_risk.",
+                                      default=1.0)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.high_click_fraction <= 1:
+            raise ConfigError(f"publish.high_click_fraction={self.high_click_fraction} must be in (0, 1]")
+        if not 0 <= self.churn_threshold <= 1:
+            raise ConfigError(f"publish.churn_threshold={self.churn_threshold} must be in [0, 1]")
+
+
+@dataclass
 class MlflowConfig:
     """MLflow tracking and registry (default: a SQLite store under storage.root)."""
 
@@ -139,6 +174,8 @@ class Config:
     ingest: IngestConfig = _help("Ingestion behaviour.", default_factory=IngestConfig)
     features: FeaturesConfig = _help("Feature and label windows.", default_factory=FeaturesConfig)
     mlflow: MlflowConfig = _help("MLflow tracking and registry.", default_factory=MlflowConfig)
+    scoring: ScoringConfig = _help("Batch scoring.", default_factory=ScoringConfig)
+    publish: PublishConfig = _help("Inventory and ads outputs.", default_factory=PublishConfig)
 
     def __post_init__(self) -> None:
         _validate_feeds(self.platforms, self.ads)

@@ -100,6 +100,30 @@ TABLES: dict[str, TableSpec] = {
             duplicates BIGINT, rejected BIGINT, events_written BIGINT""",
         comment="Per-run, per-feed accounting: read = accepted + duplicates + rejected.",
     ),
+    "user_scores": TableSpec(
+        columns="""snapshot_date DATE NOT NULL, user_id STRING NOT NULL, platform STRING NOT NULL,
+            purchase_score DOUBLE NOT NULL, click_score DOUBLE NOT NULL, churn_score DOUBLE NOT NULL,
+            model_name STRING NOT NULL, model_version STRING NOT NULL, scored_at TIMESTAMP NOT NULL""",
+        partitioned_by=("snapshot_date",),
+        constraints={f"{task}_score_in_unit_interval": f"{task}_score >= 0 AND {task}_score <= 1"
+                     for task in ("purchase", "click", "churn")},
+        properties={"delta.enableChangeDataFeed": "true"},
+        comment="Per-user purchase, click and churn probabilities per snapshot, with the model that made them.",
+    ),
+    "inventory_demand": TableSpec(
+        columns="""snapshot_date DATE NOT NULL, platform STRING NOT NULL, category STRING NOT NULL,
+            expected_buyers DOUBLE NOT NULL, users_scored BIGINT NOT NULL""",
+        partitioned_by=("snapshot_date",),
+        constraints={"non_negative_demand": "expected_buyers >= 0"},
+        comment="Expected buyers per platform and category: purchase scores spread over recent category mix.",
+    ),
+    "ads_audiences": TableSpec(
+        columns="""snapshot_date DATE NOT NULL, platform STRING NOT NULL, audience STRING NOT NULL,
+            user_id STRING NOT NULL, score DOUBLE NOT NULL, `rank` INT NOT NULL""",
+        partitioned_by=("snapshot_date",),
+        constraints={"score_in_unit_interval": "score >= 0 AND score <= 1"},
+        comment="Audiences for the ads system: high_click and churn_risk users per platform, ranked.",
+    ),
     "ingested_files": TableSpec(
         columns="""platform STRING NOT NULL, feed STRING NOT NULL, path STRING NOT NULL, size BIGINT NOT NULL,
             modified_at TIMESTAMP NOT NULL, run_id STRING NOT NULL, ingested_at TIMESTAMP NOT NULL""",

@@ -16,8 +16,10 @@ The tokenizer (``tokenizers`` library) is:
 
 :func:`train_tokenizer` writes a folder that :func:`load_tokenizer` and
 ``transformers.AutoTokenizer.from_pretrained`` both load (``tokenizer.json`` and
-``tokenizer_config.json``); log that folder as an MLflow artifact. :func:`tokenize_column` adds fixed-length ``input_ids`` / ``attention_mask``
-arrays in Spark with an iterator pandas UDF that loads the tokenizer once per Python worker.
+``tokenizer_config.json``); log that folder as an MLflow artifact. :func:`training_corpus`
+streams the training texts (behaviour texts, item titles) from the tables.
+:func:`tokenize_column` adds fixed-length ``input_ids`` / ``attention_mask`` arrays in
+Spark with an iterator pandas UDF that loads the tokenizer once per Python worker.
 """
 
 from __future__ import annotations
@@ -25,18 +27,22 @@ from __future__ import annotations
 import functools
 import itertools
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 from transformers import PreTrainedTokenizerFast
+
+from propensity.config import Config
+from propensity.tables import require_table
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -96,6 +102,28 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
+def training_corpus(spark: SparkSession, cfg: Config, snapshot_dates: Sequence[date] | None = None,
+                    with_titles: bool = True) -> Iterator[str]:
+    """Texts to train the tokenizer on, streamed to the driver partition by partition.
+
+    Distinct ``behavior_text`` values of ``training_examples`` (of ``snapshot_dates``, or all),
+    then, with ``with_titles``, the distinct non-blank item titles of ``items`` if that table exists.
+
+    :raises TableNotFoundError: ``training_examples`` does not exist (run ``propensity features``).
+    """
+    examples = spark.table(require_table(spark, cfg, "training_examples", "features"))
+    if snapshot_dates is not None:
+        examples = examples.where(F.col("snapshot_date").isin(list(snapshot_dates)))
+    frames = [examples.select(F.col("behavior_text").alias("text")).distinct()]
+    items = cfg.table("items")
+    if with_titles and spark.catalog.tableExists(items.replace("`", "")):
+        titles = spark.table(items).select(F.trim("title").alias("text"))
+        frames.append(titles.where(F.col("text").isNotNull() & (F.col("text") != "")).distinct())
+    for frame in frames:
+        for row in frame.toLocalIterator():
+            yield row["text"]
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_tokenizer(path: str) -> PreTrainedTokenizerFast:
     """One tokenizer per path per Python process (Spark reuses its Python workers)."""
@@ -137,7 +165,7 @@ def tokenize_column(df: DataFrame, tokenizer_path: str, max_length: int, text_co
     def _tokenize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         tokenizer = _cached_tokenizer(path)
         for texts in batches:
-            ids, mask = encode(tokenizer, texts.fillna("").astype(str).tolist(), max_length)
+            ids, mask = encode(tokenizer, [t if isinstance(t, str) else "" for t in texts.tolist()], max_length)
             yield pd.DataFrame({"input_ids": list(ids), "attention_mask": list(mask)})
 
     tokens = "_tokens"

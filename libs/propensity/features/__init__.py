@@ -5,11 +5,12 @@
   replacing only that snapshot's partition;
 - :func:`plan_snapshots` / :func:`ensure_snapshots`: the train / validation / test dates
   and building the missing ones;
+- :func:`label_summary`: rows and label rates per snapshot and platform;
 - :data:`FEATURE_COLUMNS`: the ordered numeric feature columns.
 """
 
 from propensity.features.aggregates import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES
-from propensity.features.build import build_training_examples, write_snapshot, write_snapshots
+from propensity.features.build import build_training_examples, label_summary, write_snapshot, write_snapshots
 from propensity.features.labels import LABEL_COLUMNS
 from propensity.features.snapshots import SnapshotPlan, ensure_snapshots, plan_from_range, plan_snapshots
 
@@ -21,6 +22,7 @@ __all__ = [
     "SnapshotPlan",
     "build_training_examples",
     "ensure_snapshots",
+    "label_summary",
     "plan_from_range",
     "plan_snapshots",
     "write_snapshot",

@@ -93,16 +93,15 @@ def sequence_texts(history: DataFrame, w: Windows, max_events: int) -> DataFrame
     :param max_events: most recent events kept.
     """
     rank = F.array_position(F.array(*[F.lit(t) for t in EVENT_TYPES]), F.col("event_type"))
-    keyed = history.select(
-        "user_id", "event_time", "platform", rank.alias("_rank"), "event_id",
-        event_word_group(F.col("platform"), F.col("event_type"), F.col("category"), F.col("brand"),
-                         F.col("price")).alias("_words"),
-    )
+    keyed = history.select("user_id", "event_time", "platform", rank.alias("_rank"), "event_id", "event_type",
+                           "category", "brand", "price")
     newest_first = Window.partitionBy("user_id").orderBy(
         F.col("event_time").desc(), F.col("platform").desc(), F.col("_rank").desc(), F.col("event_id").desc())
     recent = keyed.withColumn("_n", F.row_number().over(newest_first)).where(F.col("_n") <= max_events)
+    words = event_word_group(F.col("platform"), F.col("event_type"), F.col("category"), F.col("brand"),
+                             F.col("price"))
     event = F.struct(F.col("event_time").alias("t"), F.col("platform").alias("p"), F.col("_rank").alias("r"),
-                     F.col("event_id").alias("id"), F.col("_words").alias("words"))
+                     F.col("event_id").alias("id"), words.alias("words"))
     seq = recent.groupBy("user_id").agg(F.array_sort(F.collect_list(event)).alias("_seq"))
     events = F.col("_seq")
 

@@ -105,3 +105,25 @@ def _warn_incomplete_horizons(events: DataFrame, cfg: Config, dates: list[date])
     if late:
         log.warning("labels of snapshot %s are incomplete: its %d-day horizon ends after the last event date %s",
                     late[0].isoformat(), horizon, span[1].isoformat())
+
+
+def label_summary(spark: SparkSession, cfg: Config, snapshot_dates: Sequence[date] | None = None) -> DataFrame:
+    """Rows and label rates per snapshot date and platform of ``training_examples`` (for the demo and analysts).
+
+    Columns: ``snapshot_date``, ``platform``, ``rows``, ``purchase_rate``, ``click_rows`` (rows with
+    a click label), ``click_rate`` (NULL where no row has one), ``churn_rate``; rates are over
+    labelled rows only.
+
+    :param spark: the session.
+    :param cfg: configuration.
+    :param snapshot_dates: dates to summarise; None: all.
+    :raises TableNotFoundError: ``training_examples`` does not exist (run ``propensity features``).
+    """
+    df = spark.table(require_table(spark, cfg, "training_examples", "features"))
+    if snapshot_dates is not None:
+        df = df.where(F.col("snapshot_date").isin(list(snapshot_dates)))
+    return (df.groupBy("snapshot_date", "platform")
+            .agg(F.count(F.lit(1)).alias("rows"), F.avg("label_purchase").alias("purchase_rate"),
+                 F.count("label_click").alias("click_rows"), F.avg("label_click").alias("click_rate"),
+                 F.avg("label_churn").alias("churn_rate"))
+            .orderBy("snapshot_date", "platform"))

@@ -11,6 +11,7 @@ This module imports no Spark: it runs inside the training processes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+# petastorm 0.12 still uses pyarrow's legacy dataset API; its deprecation warnings are noise here.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
+warnings.filterwarnings("ignore", message=".*pyarrow.localfs is deprecated.*", category=FutureWarning)
 
 Batch = dict[str, torch.Tensor]
 
@@ -54,7 +59,7 @@ class DataSource:
 
         capacity = 8 * batch_size if shuffle else 0
         reader_kwargs: dict[str, Any] = {"cur_shard": rank, "shard_count": world, "shuffle_row_groups": shuffle,
-                                         "seed": seed, "shard_seed": seed}
+                                         "seed": seed}
         if self.converter is not None:
             with self.converter.make_torch_dataloader(
                     batch_size=batch_size, num_epochs=num_epochs, workers_count=workers_count,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -219,15 +220,22 @@ class _Progress:
         return self.total_steps * self.samples_per_step / max(time.perf_counter() - self.start, 1e-9)
 
 
+@functools.lru_cache(maxsize=2)
+def _mlflow_client(tracking_uri: str) -> Any:
+    """One client per process: opening a database-backed store is slow."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
 def _log_metrics(target: MlflowTarget | None, metrics: dict[str, float], step: int) -> None:
     if target is None:
         return
     from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
 
     now = int(time.time() * 1000)
     batch = [Metric(target.prefix + k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
-    MlflowClient(tracking_uri=target.tracking_uri).log_batch(target.run_id, metrics=batch)
+    _mlflow_client(target.tracking_uri).log_batch(target.run_id, metrics=batch)
 
 
 def _param_groups(named: Iterable[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float
@@ -484,15 +492,15 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
 
         progress = _train_epochs(ctx, job, model, job.epochs, _finetune_params(model, job.train), step_loss,
                                  end_of_epoch)
-        after = parameter_fingerprint(model.encoder)
-        if job.transfer_mode == "head" and after != before:
+        if job.transfer_mode == "head" and parameter_fingerprint(model.encoder) != before:
             raise RuntimeError("transfer_mode 'head' changed the frozen encoder's weights")
         result: dict[str, Any] = {"stage": job.stage, "out_dir": job.out_dir, "history": history,
                                   "best_epoch": best["epoch"], "samples_per_s": progress.samples_per_second(),
                                   "world_size": ctx.world, "rows": job.data.rows,
-                                  "encoder_fingerprint_before": before, "encoder_fingerprint_after": after}
+                                  "encoder_fingerprint_before": before}
         if ctx.rank == 0:
             model.load_state_dict(best["state"])
+            result["encoder_fingerprint_after"] = parameter_fingerprint(model.encoder)
             save_model(model.cpu(), Path(job.out_dir) / MODEL_DIR,
                        {"best_epoch": best["epoch"], "transfer_mode": job.transfer_mode, **job.extra_meta})
             (Path(job.out_dir) / "result.json").write_text(json.dumps(result, indent=1))

@@ -1,0 +1,209 @@
+"""Scoring into user_scores and publishing: idempotence, constraints, concurrency, arithmetic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from delta.tables import DeltaTable
+from mlflow.models import infer_signature
+from pyspark.sql import SparkSession
+
+from propensity.config import Config
+from propensity.errors import PropensityError
+from propensity.features import build_training_examples
+from propensity.scoring.publish import publish
+from propensity.scoring.score import ModelResolutionError, score_snapshot
+from propensity.tables import ensure_table
+from propensity.training.mlflow_utils import setup_mlflow
+
+T1, T2 = date(2026, 1, 20), date(2026, 1, 21)
+EVENT_COLUMNS = ("event_id", "platform", "platform_user_id", "user_id", "event_time", "event_date", "event_type",
+                 "item_id", "category", "brand", "price", "session_id", "campaign_id", "_source_file", "_ingested_at")
+
+
+def _event(i: int, platform: str, user: str, when: str, event_type: str, category: str, price: float | None = None
+           ) -> tuple[Any, ...]:
+    t = datetime.fromisoformat(when)
+    return (f"e{i}", platform, user, user, t, t.date(), event_type, f"item{i}", category, "b", price, None, None,
+            "fixture", datetime(2026, 2, 1))
+
+
+EVENTS = [
+    _event(1, "shop", "u1", "2026-01-10 10:00:00", "view", "shoes"),
+    _event(2, "shop", "u1", "2026-01-12 10:00:00", "view", "shoes"),
+    _event(3, "shop", "u1", "2026-01-15 10:00:00", "view", "bags"),
+    _event(4, "shop", "u1", "2026-01-16 10:00:00", "purchase", "bags", 80.0),
+    _event(5, "shop", "u2", "2026-01-18 10:00:00", "view", "hats"),
+    _event(6, "app", "u1", "2026-01-19 10:00:00", "cart", "shoes"),
+    _event(7, "app", "u3", "2026-01-05 10:00:00", "view", "shoes"),
+    _event(8, "app", "u3", "2026-01-06 10:00:00", "ad_impression", "shoes"),
+    _event(9, "app", "u1", "2026-01-18 10:00:00", "ad_impression", "shoes"),
+]
+
+
+def _toy_models() -> tuple[type, type]:
+    """Two pyfunc classes defined in a function, so cloudpickle ships them to the workers by value."""
+
+    class Recency(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+            days = model_input["days_since_last_event"].astype(float)
+            return pd.DataFrame({"purchase": 1 / (1 + days), "click": 0.5 + 0 * days, "churn": days / (1 + days)})
+
+    class OutOfRange(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+            n = len(model_input)
+            return pd.DataFrame({"purchase": [1.5] * n, "click": [0.5] * n, "churn": [0.5] * n})
+
+    return Recency, OutOfRange
+
+
+def _register(cfg: Config, python_model: Any, name: str) -> str:
+    setup_mlflow(cfg)
+    example = pd.DataFrame({"behavior_text": ["x"], "days_since_last_event": [1.0]})
+    signature = infer_signature(example, python_model.predict(None, example))
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=python_model, signature=signature,
+                                       registered_model_name=name)
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", str(info.registered_model_version))
+    return f"models:/{name}@champion"
+
+
+@pytest.fixture(scope="module")
+def world(spark: SparkSession, make_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
+          ) -> tuple[Config, str, str]:
+    tracking = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    cfg = make_config(overrides=[f"mlflow.tracking_uri=sqlite:///{tracking}", "features.lookback_days=30"])
+    ensure_table(spark, cfg, "events")
+    spark.createDataFrame(EVENTS, spark.table(cfg.table("events")).schema).writeTo(cfg.table("events")).append()
+    recency, out_of_range = _toy_models()
+    good = _register(cfg, recency(), f"recency_{cfg.storage.schema}")
+    bad = _register(cfg, out_of_range(), f"out_of_range_{cfg.storage.schema}")
+    return cfg, good, bad
+
+
+def _rounded(row: Any) -> tuple[Any, ...]:
+    return tuple(round(v, 9) if isinstance(v, float) else v for v in row)
+
+
+def _scores(spark: SparkSession, cfg: Config, day: date) -> list[tuple[Any, ...]]:
+    rows = spark.sql(f"""SELECT user_id, platform, purchase_score, click_score, churn_score, model_name, model_version
+        FROM {cfg.table('user_scores')} WHERE snapshot_date = DATE'{day}' ORDER BY user_id, platform""").collect()
+    return [_rounded(r) for r in rows]
+
+
+def test_scores_every_eligible_pair_once_and_rerun_replaces(spark: SparkSession, world: tuple[Config, str, str]
+                                                            ) -> None:
+    cfg, good, _ = world
+    result = score_snapshot(spark, cfg, T1, good)
+    features = build_training_examples(spark, spark.table(cfg.table("events")), cfg, T1, with_labels=False)
+    expected = sorted(_rounded((r["user_id"], r["platform"], 1 / (1 + r["days_since_last_event"]), 0.5,
+                       r["days_since_last_event"] / (1 + r["days_since_last_event"]), result.model.name, "1"))
+                      for r in features.collect())
+    assert [(u, p) for u, p, *_ in expected] == [("u1", "app"), ("u1", "shop"), ("u2", "shop"), ("u3", "app")]
+    assert _scores(spark, cfg, T1) == expected and result.rows == 4
+
+    version = DeltaTable.forName(spark, cfg.table("user_scores")).history(1).first()["version"]
+    again = score_snapshot(spark, cfg, T1, good)
+    assert again.rows == 4 and _scores(spark, cfg, T1) == expected
+    assert DeltaTable.forName(spark, cfg.table("user_scores")).history(1).first()["version"] == version + 1
+    props = spark.sql(f"SHOW TBLPROPERTIES {cfg.table('user_scores')}").collect()
+    assert {r["key"]: r["value"] for r in props}["delta.enableChangeDataFeed"] == "true"
+
+
+def test_out_of_range_scores_are_refused_and_nothing_is_written(
+        spark: SparkSession, world: tuple[Config, str, str]) -> None:
+    cfg, good, bad = world
+    score_snapshot(spark, cfg, T1, good)
+    before = _scores(spark, cfg, T1)
+    version = DeltaTable.forName(spark, cfg.table("user_scores")).history(1).first()["version"]
+    with pytest.raises(PropensityError, match=r"outside \[0, 1\].*nothing was written"):
+        score_snapshot(spark, cfg, T1, bad)
+    assert _scores(spark, cfg, T1) == before
+    assert DeltaTable.forName(spark, cfg.table("user_scores")).history(1).first()["version"] == version
+
+
+def test_missing_model_or_alias_is_one_line(spark: SparkSession, world: tuple[Config, str, str]) -> None:
+    cfg, good, _ = world
+    with pytest.raises(ModelResolutionError, match=r"cannot score with models:/.*@nope") as info:
+        score_snapshot(spark, cfg, T1, good.replace("@champion", "@nope"))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ModelResolutionError, match=r"cannot score with models:/no_such_model@champion"):
+        score_snapshot(spark, cfg, T1, "models:/no_such_model@champion")
+
+
+def test_two_snapshots_scored_concurrently(spark: SparkSession, world: tuple[Config, str, str]) -> None:
+    cfg, good, _ = world
+    score_snapshot(spark, cfg, T1, good)  # the table exists before the race
+    errors: list[BaseException] = []
+
+    def run(day: date) -> None:
+        try:
+            score_snapshot(spark, cfg, day, good)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(day,)) for day in (T1, T2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(_scores(spark, cfg, T1)) == 4 and len(_scores(spark, cfg, T2)) == 4
+
+
+def test_publish_arithmetic(spark: SparkSession, world: tuple[Config, str, str], tmp_path: Path) -> None:
+    cfg, _, _ = world
+    day = date(2026, 1, 22)
+    ensure_table(spark, cfg, "user_scores")
+    rows = [(day, "u1", "shop", 0.6, 0.2, 0.9, "m", "1", datetime(2026, 1, 22)),
+            (day, "u2", "shop", 0.3, 0.8, 0.1, "m", "1", datetime(2026, 1, 22)),
+            (day, "u1", "app", 0.5, 0.7, 0.2, "m", "1", datetime(2026, 1, 22)),
+            (day, "u3", "app", 0.2, 0.9, 0.95, "m", "1", datetime(2026, 1, 22))]
+    scores = spark.createDataFrame(rows, spark.table(cfg.table("user_scores")).schema)
+    scores.writeTo(cfg.table("user_scores")).overwrite(scores["snapshot_date"] == day)
+    cfg.publish.high_click_fraction = 0.5
+    result = publish(spark, cfg, day)
+
+    demand = {(r["platform"], r["category"]): (r["expected_buyers"], r["users_scored"]) for r in spark.sql(
+        f"SELECT * FROM {cfg.table('inventory_demand')} WHERE snapshot_date = DATE'{day}'").collect()}
+    # u1 on shop: 2 shoes, 2 bags (the purchase is a behaviour event too); u2: 1 hat; u1 on app: 1 shoes
+    # (impressions are not behaviour); u3: 1 shoes.
+    assert demand == pytest.approx({("shop", "shoes"): (0.3, 1), ("shop", "bags"): (0.3, 1),
+                                    ("shop", "hats"): (0.3, 1), ("app", "shoes"): (0.7, 2)})
+    audiences = sorted(tuple(r) for r in spark.sql(
+        f"SELECT audience, platform, user_id, score, rank FROM {cfg.table('ads_audiences')}"
+        f" WHERE snapshot_date = DATE'{day}'").collect())
+    # high_click only where ads were shown (app), top 50% of 2 users; churn_risk: churn >= 0.5 and spent >= 1
+    # (u1 on shop bought for 80; u3 on app is at risk but spent nothing).
+    assert audiences == [("churn_risk", "shop", "u1", 0.9, 1), ("high_click", "app", "u3", 0.9, 1)]
+    assert result.inventory_rows == 4 and result.audience_rows == {"churn_risk": 1, "high_click": 1}
+
+
+def test_killed_run_leaves_the_table_at_its_previous_version(spark: SparkSession, tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    child = subprocess.Popen([sys.executable, str(Path(__file__).parent / "scoring_kill_child.py"), str(root)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                             cwd=Path(__file__).parent, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    try:
+        assert child.stdout is not None
+        version = int(child.stdout.readline().split()[1])
+        assert child.stdout.readline().strip() == "SLOW"
+        time.sleep(20)  # well inside the slow model's predict
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    table = DeltaTable.forPath(spark, str(root / "warehouse" / "propensity.db" / "user_scores"))
+    assert table.history(1).first()["version"] == version
+    assert table.toDF().where("model_name = 'recency'").count() == 4 and table.toDF().count() == 4

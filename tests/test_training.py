@@ -105,7 +105,7 @@ def trained(make_config: Callable[..., Config], spark: SparkSession, tmp_path_fa
     root = tmp_path_factory.mktemp("teacher")
     cfg = make_config(overrides=[f"storage.root={root}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}"])
     plan = make_examples(spark, cfg)
-    train = tiny_training()
+    train = tiny_training(target_platform="app", target_label_fraction=0.5)  # fine-tune on shop, adapt to app
     checkpoint = run_pretrain(spark, cfg, TINY, train, plan=plan)
     version = run_finetune(spark, cfg, TINY, train, plan=plan)
     return {"cfg": cfg, "plan": plan, "train": train, "checkpoint": Path(checkpoint), "version": version}
@@ -248,7 +248,7 @@ def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained:
     assert "finetune_train_loss" in run.data.metrics
 
     rows = spark.table(cfg.table("training_examples")).limit(40).toPandas()
-    model_dir = cfg.root / "checkpoints" / "teacher" / "finetune" / version.run_id / "model"
+    model_dir = cfg.root / "checkpoints" / "teacher" / "finetune" / version.run_id / "adapt" / "model"
     before = PropensityPyfunc().load(model_dir, checkpoint / "tokenizer").predict(None, rows)
     mlflow_utils.setup_mlflow(cfg)
     loaded = mlflow.pyfunc.load_model(version.model_uri)
@@ -259,21 +259,29 @@ def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained:
     assert ((after.to_numpy() > 0) & (after.to_numpy() < 1)).all()
 
 
+def test_finetune_adapts_to_the_target_platform(trained: dict[str, object]) -> None:
+    cfg, version = trained["cfg"], trained["version"]
+    assert isinstance(cfg, Config) and isinstance(version, mlflow_utils.RegisteredModelVersion)
+    run = mlflow_utils.client(cfg).get_run(version.run_id)
+    assert run.data.params["finetune.sources"] == "shop"
+    assert "adapt_val_auc_purchase" in run.data.metrics and "finetune_val_auc_purchase" in run.data.metrics
+    adapted = cfg.root / "checkpoints" / "teacher" / "finetune" / version.run_id / "adapt" / "model"
+    assert (adapted / "model.pt").is_file()
+
+
 def test_finetune_head_mode_twice_adds_versions(trained: dict[str, object], spark: SparkSession) -> None:
-    """A second run (head mode, target-platform adaptation, 1 process) adds a version; the first stays."""
+    """A second run (head mode, 1 process) adds a version and leaves the first one in place."""
     from propensity.training.finetune import run_finetune
 
     cfg, plan, first = trained["cfg"], trained["plan"], trained["version"]
     assert isinstance(cfg, Config) and isinstance(plan, SnapshotPlan)
     assert isinstance(first, mlflow_utils.RegisteredModelVersion)
-    train = tiny_training(transfer_mode="head", target_platform="app", target_label_fraction=0.5, epochs=1,
-                          num_processes=1)
-    second = run_finetune(spark, cfg, TINY, train, plan=plan)
+    second = run_finetune(spark, cfg, TINY, tiny_training(transfer_mode="head", epochs=1, num_processes=1),
+                          plan=plan)
     assert int(second.version) == int(first.version) + 1
     versions = mlflow_utils.client(cfg).search_model_versions("name = 'propensity_teacher'")
     assert sorted(int(v.version) for v in versions) == [int(first.version), int(second.version)]
-    metrics = mlflow_utils.client(cfg).get_run(second.run_id).data.metrics
-    assert "adapt_val_auc_purchase" in metrics and "finetune_val_auc_purchase" in metrics
+    assert mlflow_utils.client(cfg).get_run(second.run_id).data.params["training.transfer_mode"] == "head"
 
 
 def test_evaluate_teacher_writes_model_evaluations(trained: dict[str, object], spark: SparkSession) -> None:

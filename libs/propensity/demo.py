@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from propensity.config import Config, load_config, repo_conf_dir
 from propensity.errors import PropensityError
+from propensity.features import ensure_snapshots, plan_snapshots
 from propensity.generate import generate_feeds
 from propensity.ingest.pipeline import IngestReport, ingest
 from propensity.spark import get_spark
@@ -54,8 +55,27 @@ def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str]
     seconds = time.perf_counter() - start
     print(report.format())
     _print_ingest_rate(report, seconds)
+
+    start = _step("features: point-in-time training snapshots (train / validation / test)")
+    plan = plan_snapshots(spark, cfg)
+    ensure_snapshots(spark, cfg, plan)
+    seconds = time.perf_counter() - start
+    print(f"snapshots: train {', '.join(d.isoformat() for d in plan.train)}; validation {plan.validation};"
+          f" test {plan.test}")
+    _print_label_rates(spark, cfg, seconds)
     _print_summary(spark, cfg, feeds.config_path)
     return 0
+
+
+def _print_label_rates(spark: SparkSession, cfg: Config, seconds: float) -> None:
+    rates = run_sql(spark, cfg, """SELECT snapshot_date, platform, count(*) AS rows,
+        round(avg(label_purchase), 3) AS purchase_rate, round(avg(label_click), 3) AS click_rate,
+        count(label_click) AS click_labelled, round(avg(label_churn), 3) AS churn_rate
+        FROM training_examples GROUP BY snapshot_date, platform ORDER BY snapshot_date, platform""")
+    rows = rates.collect()
+    print(render(rates, "table"))
+    total = sum(r["rows"] for r in rows)
+    print(f"built {total} training rows in {seconds:.1f}s = {total / seconds:,.0f} rows/s")
 
 
 def _print_ingest_rate(report: IngestReport, seconds: float) -> None:

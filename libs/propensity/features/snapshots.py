@@ -37,6 +37,8 @@ SNAPSHOT_STEP_DAYS = 7
 MIN_HISTORY_DAYS = 7
 #: Newest train snapshots kept; None keeps all (proposed ``features.max_train_snapshots``, 0 = all).
 MAX_TRAIN_SNAPSHOTS: int | None = None
+#: Snapshots built per Delta commit by :func:`ensure_snapshots` (bounds the size of one query plan).
+SNAPSHOTS_PER_COMMIT = 8
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,9 @@ def plan_snapshots(spark: SparkSession, cfg: Config) -> SnapshotPlan:
 
 
 def ensure_snapshots(spark: SparkSession, cfg: Config, plan: SnapshotPlan) -> None:
-    """Build (with labels, in one commit) the snapshots of ``plan`` missing from ``training_examples``.
+    """Build (with labels) the snapshots of ``plan`` missing from ``training_examples``.
+
+    Up to ``SNAPSHOTS_PER_COMMIT`` snapshots are built per query and Delta commit.
 
     A snapshot counts as present when it has labelled rows (``label_purchase`` is never
     NULL when labels were computed), so one written for scoring is rebuilt with labels.
@@ -129,6 +133,7 @@ def ensure_snapshots(spark: SparkSession, cfg: Config, plan: SnapshotPlan) -> No
                 .select("snapshot_date").distinct().collect())
         present = {r["snapshot_date"] for r in rows}
     missing = [d for d in wanted if d not in present]
-    if missing:
-        log.info("building snapshots %s", ", ".join(d.isoformat() for d in missing))
-        write_snapshots(spark, cfg, missing, with_labels=True)
+    for start in range(0, len(missing), SNAPSHOTS_PER_COMMIT):
+        batch = missing[start:start + SNAPSHOTS_PER_COMMIT]
+        log.info("building snapshots %s", ", ".join(d.isoformat() for d in batch))
+        write_snapshots(spark, cfg, batch, with_labels=True)

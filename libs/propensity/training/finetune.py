@@ -98,7 +98,7 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
     frames = [data.finetune_frame(tokenize_column(df, str(start.tokenizer_dir), model.max_length), feature_columns)
               if df is not None else None for df in (rows, validation)]
     target = MlflowTarget(mlflow_utils.tracking_uri(cfg), run_id) if run_id else None
-    with data.converters(spark, cfg, frames, train.num_processes) as (source, val_source):
+    with data.converters(spark, cfg, frames, train.num_processes, train.seed) as (source, val_source):
         assert source is not None
         job = FinetuneJob(
             bert_config={}, feature_columns=feature_columns, feature_stats=asdict(stats),
@@ -111,7 +111,7 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
     return FinetuneOutcome(out_dir / MODEL_DIR, stats_path, result)
 
 
-def _platforms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, train: TrainSettings) -> list[str]:
+def source_platforms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, train: TrainSettings) -> list[str]:
     """Source platforms: the configured ones, else every platform with rows except the target."""
     if train.source_platforms or train.target_platform is None:
         return list(train.source_platforms)
@@ -123,8 +123,13 @@ def _platforms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, train: Trai
     return sources
 
 
-def _split(spark: SparkSession, cfg: Config, plan: SnapshotPlan, train: TrainSettings, platforms: list[str],
-           fraction: float = 1.0) -> tuple[DataFrame, DataFrame]:
+def train_and_validation_rows(spark: SparkSession, cfg: Config, plan: SnapshotPlan, train: TrainSettings,
+                              platforms: list[str], fraction: float = 1.0) -> tuple[DataFrame, DataFrame]:
+    """Labelled train rows of ``platforms`` (``fraction`` of them, at most ``max_train_rows``; persisted, so
+    unpersist them) and labelled validation rows (at most ``max_eval_rows``).
+
+    :raises PropensityError: there are no labelled train rows.
+    """
     rows = labelled(data.examples(spark, cfg, plan.train, platforms))
     if fraction < 1.0:
         rows = rows.sample(fraction=fraction, seed=train.seed)
@@ -160,8 +165,8 @@ def run_finetune(spark: SparkSession, cfg: Config, teacher: ModelSettings, train
 
     plan = plan or data.load_plan(spark, cfg)
     start = find_pretrained(cfg, train, teacher.max_length)
-    sources = _platforms(spark, cfg, plan, train)
-    rows, validation = _split(spark, cfg, plan, train, sources)
+    sources = source_platforms(spark, cfg, plan, train)
+    rows, validation = train_and_validation_rows(spark, cfg, plan, train, sources)
     features = list(FEATURE_COLUMNS)
     mlflow_utils.setup_mlflow(cfg)
     try:
@@ -187,7 +192,7 @@ def _adapt(spark: SparkSession, cfg: Config, plan: SnapshotPlan, teacher: ModelS
            start: Pretrained, source: FinetuneOutcome, features: list[str], run_id: str) -> FinetuneOutcome:
     """Second step: continue from the source model on the target platform's labels."""
     target = str(train.target_platform)
-    rows, validation = _split(spark, cfg, plan, train, [target], train.target_label_fraction)
+    rows, validation = train_and_validation_rows(spark, cfg, plan, train, [target], train.target_label_fraction)
     try:
         mlflow.log_param("adapt.rows", rows.count())
         stats = FeatureStats.from_json(source.stats_path.read_text())

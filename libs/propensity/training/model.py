@@ -254,6 +254,8 @@ class MaskedLMObjective(nn.Module):
         """``(mean cross-entropy, correct predictions)`` over the positions with a label."""
         hidden = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         picked = labels != -100
+        if not bool(picked.any()):  # only empty texts: a zero loss through every parameter (DDP needs them all)
+            return self.mlm.cls(hidden[:1, 0]).float().sum() * 0.0, torch.zeros((), dtype=torch.long)
         logits = self.mlm.cls(hidden[picked]).float()
         target = labels[picked]
         loss = nn.functional.cross_entropy(logits, target)

@@ -120,7 +120,7 @@ def pretrain_encoder(spark: SparkSession, cfg: Config, texts: DataFrame, validat
     frames = [data.mlm_frame(tokenize_column(df, str(tokenizer_dir), model.max_length)) if df is not None else None
               for df in (texts, validation_texts)]
     target = MlflowTarget(mlflow_utils.tracking_uri(cfg), run_id) if run_id else None
-    with data.converters(spark, cfg, frames, train.num_processes) as (source, val_source):
+    with data.converters(spark, cfg, frames, train.num_processes, train.seed) as (source, val_source):
         assert source is not None
         job = pretrain_job(model, train, tokenizer_dir, out_dir, source, val_source, target)
         result = run_distributed(pretrain_fn, job, train)

@@ -1,0 +1,87 @@
+"""Deployment surfaces: the Databricks bundle's structure and entry points, and the notebooks' format."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = yaml.safe_load((ROOT / "databricks.yml").read_text())
+JOBS: dict[str, Any] = BUNDLE["resources"]["jobs"]
+TRAIN_DAG = ["ingest", "features", "pretrain", "finetune", "distill", "evaluate"]
+
+
+def _deps(task: dict[str, Any]) -> list[str]:
+    return [d["task_key"] for d in task.get("depends_on", [])]
+
+
+def test_targets_and_variables() -> None:
+    assert set(BUNDLE["targets"]) == {"dev", "prod"}
+    assert BUNDLE["targets"]["dev"]["mode"] == "development" and BUNDLE["targets"]["prod"]["mode"] == "production"
+    assert {"catalog", "schema", "teacher_model_name", "student_model_name", "etl_node_type",
+            "gpu_node_type"} <= set(BUNDLE["variables"])
+
+
+def test_train_job_is_the_training_dag_on_the_right_clusters() -> None:
+    tasks = {t["task_key"]: t for t in JOBS["train"]["tasks"]}
+    assert list(tasks) == TRAIN_DAG
+    assert [_deps(tasks[k]) for k in TRAIN_DAG] == [[], *[[k] for k in TRAIN_DAG[:-1]]]
+    clusters = {c["job_cluster_key"]: c["new_cluster"] for c in JOBS["train"]["job_clusters"]}
+    assert "gpu" in clusters["gpu"]["spark_version"] and "gpu" not in clusters["etl"]["spark_version"]
+    assert {k: tasks[k]["job_cluster_key"] for k in TRAIN_DAG} == {
+        "ingest": "etl", "features": "etl", "pretrain": "gpu", "finetune": "gpu", "distill": "gpu",
+        "evaluate": "etl"}
+    assert "quartz_cron_expression" in JOBS["train"]["schedule"]
+
+
+def test_daily_scoring_job() -> None:
+    tasks = {t["task_key"]: t for t in JOBS["score_and_publish"]["tasks"]}
+    assert [(k, _deps(t)) for k, t in tasks.items()] == [("ingest", []), ("score", ["ingest"]),
+                                                           ("publish", ["score"])]
+    assert JOBS["score_and_publish"]["schedule"]["quartz_cron_expression"].startswith("0 0 5 * * ")
+    # the YAML anchors really share one cluster definition between the two jobs
+    assert JOBS["score_and_publish"]["job_clusters"][0]["new_cluster"] == JOBS["train"]["job_clusters"][0][
+        "new_cluster"]
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_every_task_calls_an_existing_entry_point_with_catalog_and_schema(job: str) -> None:
+    scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
+    for task in JOBS[job]["tasks"]:
+        wheel = task["python_wheel_task"]
+        assert wheel["package_name"] == "propensity"
+        entry = scripts[wheel["entry_point"]]
+        assert callable(entry.load()), wheel["entry_point"]
+        params = wheel["parameters"]
+        assert params[params.index("--catalog") + 1] == "${var.catalog}"
+        assert params[params.index("--schema") + 1] == "${var.schema}"
+        if task["task_key"] in ("score", "publish"):
+            assert params[params.index("--snapshot-date") + 1] == "${var.snapshot_date}"
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_databricks_source_with_widgets_and_real_imports(notebook: Path) -> None:
+    text = notebook.read_text()
+    assert text.startswith("# Databricks notebook source\n")
+    cells = text.split("\n# COMMAND ----------\n")
+    assert len(cells) >= 3
+    assert "dbutils.widgets." in cells[1], "the first code cell declares the parameters (widgets)"
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("propensity"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{notebook.name}: {node.module}.{alias.name} does not exist"
+    for cell in cells:
+        if cell.lstrip().startswith("# MAGIC %sql"):
+            assert re.search(r"SELECT", cell)

@@ -34,7 +34,7 @@ from propensity.features import (
     plan_snapshots,
     write_snapshot,
 )
-from propensity.tables import BEHAVIOUR_EVENT_TYPES, EVENT_TYPES, TABLES, ensure_table
+from propensity.tables import BEHAVIOUR_EVENT_TYPES, EVENT_TYPES, TABLES
 from propensity.tokenizer import training_corpus
 
 T = date(2026, 3, 1)
@@ -347,13 +347,17 @@ def test_write_snapshot_replaces_only_its_partition(spark: SparkSession, make_co
         write_snapshot(spark, cfg, T)
     with pytest.raises(TableNotFoundError):
         plan_snapshots(spark, cfg)
-    events = ensure_table(spark, cfg, "events")
-    events_frame(spark, HAND_EVENTS).writeTo(events).append()
+    events = cfg.table("events")
+    events_frame(spark, HAND_EVENTS).writeTo(events).using("delta").partitionedBy(F.col("event_date")).create()
     table = cfg.table("training_examples")
     b = T - 7 * DAY
 
-    def rows(day: date) -> list[tuple]:
-        return sorted(tuple(r) for r in spark.table(table).where(F.col("snapshot_date") == day).collect())
+    def snapshots() -> dict[date, list[tuple]]:
+        """Every row of the table, by snapshot date (one query)."""
+        found: dict[date, list[tuple]] = {}
+        for r in spark.table(table).collect():
+            found.setdefault(r["snapshot_date"], []).append(tuple(r))
+        return {d: sorted(rs) for d, rs in found.items()}
 
     assert write_snapshot(spark, cfg, T) == len(HAND_LABELS)
     assert write_snapshot(spark, cfg, b, with_labels=False) == 3  # u_edge, u_old and u_text before T - 7d
@@ -361,28 +365,29 @@ def test_write_snapshot_replaces_only_its_partition(spark: SparkSession, make_co
                                           *FEATURE_COLUMNS, *LABEL_COLUMNS]
     types = dict(spark.table(table).dtypes)
     assert all(types[c] == ("int" if c in INT_FEATURES else "double") for c in FEATURE_COLUMNS)
-    before_b = rows(b)
-    assert all(r[-3:] == (None, None, None) for r in before_b)
+    first = snapshots()
+    assert all(r[-3:] == (None, None, None) for r in first[b])
 
     events_frame(spark, [_view("u_new", "shop", T0 - DAY), _view("u_at_t", "app", T0 - DAY)]).writeTo(events).append()
     assert write_snapshot(spark, cfg, T) == len(HAND_LABELS) + 2
-    after_t = by_key(spark.table(table).where(F.col("snapshot_date") == T))
-    assert set(after_t) == set(HAND_LABELS) | {("u_new", "shop"), ("u_at_t", "app")}
+    second = snapshots()
+    assert second[b] == first[b]
+    columns = spark.table(table).columns
+    after_t = {(r[1], r[2]): dict(zip(columns, r, strict=True)) for r in second[T]}
+    assert len(after_t) == len(second[T]) and set(after_t) == set(HAND_LABELS) | {("u_new", "shop"), ("u_at_t", "app")}
     assert after_t[("u_at_t", "shop")]["n_other_platforms_active_30d"] == 1
-    assert rows(b) == before_b
 
     plan = plan_snapshots(spark, cfg)  # events dated 2026-01-29 .. 2026-03-31
     assert plan == SnapshotPlan(train=[date(2026, 2, 9), date(2026, 2, 16)], validation=date(2026, 2, 23),
                                 test=date(2026, 3, 2))
     version = spark.sql(f"DESCRIBE HISTORY {table} LIMIT 1").first()["version"]  # type: ignore[index]
     ensure_snapshots(spark, cfg, SnapshotPlan(train=[b], validation=T - DAY, test=T))
-    history = spark.sql(f"DESCRIBE HISTORY {table}").where(F.col("version") > version).collect()
-    assert len(history) == 1  # one commit: b (unlabelled so far) and T - 1 day, not T
-    assert set(spark.table(table).where(F.col("label_purchase").isNull()).select("snapshot_date").distinct()
-               .collect()) == set()
-    assert sorted(r[0] for r in spark.table(table).select("snapshot_date").distinct().collect()) == [b, T - DAY, T]
-    assert [tuple(r)[:-3] for r in rows(b)] == [r[:-3] for r in before_b]
-    assert rows(T) == sorted(tuple(r.values()) for r in after_t.values())
+    # one commit: b (unlabelled so far) and T - 1 day; T is not rebuilt
+    assert spark.sql(f"DESCRIBE HISTORY {table} LIMIT 1").first()["version"] == version + 1  # type: ignore[index]
+    third = snapshots()
+    assert sorted(third) == [b, T - DAY, T] and third[T] == second[T]
+    assert [r[:-3] for r in third[b]] == [r[:-3] for r in first[b]]
+    assert all(r[-3] is not None for rs in third.values() for r in rs)
 
     summary = {r["platform"]: r.asDict() for r in label_summary(spark, cfg, [T]).collect()}
     shop = [r for r in after_t.values() if r["platform"] == "shop"]

@@ -299,3 +299,24 @@ def test_evaluate_teacher_writes_model_evaluations(trained: dict[str, object], s
     # click labels exist on 'shop' only: no click row for 'app'
     assert not ((result["task"] == "click") & (result["platform"] == "app")).any()
     assert result["auc"].between(0, 1).all()
+
+
+def test_init_checkpoint_is_checked(tmp_path: Path) -> None:
+    from transformers import BertForMaskedLM
+
+    from propensity.training.pretrain import resolve_checkpoint
+
+    texts = ["[shop] view toys p1 +1d <target:shop>"] * 5
+    train_tokenizer(texts, 60, tmp_path / "hf")
+    BertForMaskedLM(bert_config(60, 32, 1, 2, 64, 16, 0.0)).save_pretrained(str(tmp_path / "hf"))
+    found = resolve_checkpoint(str(tmp_path / "hf"), 16)
+    assert found.encoder_dir == found.tokenizer_dir == tmp_path / "hf"
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "hf").rename(tmp_path / "ours" / "encoder")
+    train_tokenizer(texts, 60, tmp_path / "ours" / "tokenizer")
+    found = resolve_checkpoint(str(tmp_path / "ours"), 16)
+    assert (found.encoder_dir, found.tokenizer_dir) == (tmp_path / "ours" / "encoder", tmp_path / "ours" / "tokenizer")
+    with pytest.raises(ConfigError, match=r"teacher\.max_length=32 exceeds the 16 positions"):
+        resolve_checkpoint(str(tmp_path / "ours"), 32)
+    with pytest.raises(ConfigError, match=r"training\.init_checkpoint=.* is not a Hugging Face model folder"):
+        resolve_checkpoint(str(tmp_path), 16)

@@ -35,7 +35,7 @@ Double columns (never NULL):
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, WindowSpec
 from pyspark.sql import functions as F
 
 from propensity.features.windows import Windows
@@ -62,63 +62,70 @@ DOUBLE_FEATURES: tuple[str, ...] = (
 FEATURE_COLUMNS: tuple[str, ...] = INT_FEATURES + DOUBLE_FEATURES
 
 
-def _within(w: Windows, days: int) -> Column:
-    """History events of the last ``days`` days (all of them when the lookback is not longer)."""
-    return w.since(days) if days < w.lookback_days else F.lit(True)
-
-
 def _is(event_type: str) -> Column:
     return F.col("event_type") == event_type
 
 
-def platform_aggregates(history: DataFrame, w: Windows) -> DataFrame:
-    """One row per ``(user_id, platform)`` with any history event: this-platform aggregates.
+def platform_aggregates(w: Windows) -> list[Column]:
+    """Aggregate expressions for ``groupBy("user_id", "platform")`` over the snapshot's span of events.
 
-    Columns starting with ``_`` are intermediate (timestamps, sets) used by :func:`aggregate_features`.
+    Every expression reads only history events (``event_time < T``), so future events in
+    the span (there for the labels) change nothing. Columns starting with ``_`` are
+    intermediate (timestamps, sets) used by :func:`user_aggregates` and :func:`feature_columns`.
     """
-    beh = F.col("event_type").isin(*BEHAVIOUR_EVENT_TYPES)
-    in30 = _within(w, 30)
+    hist = w.in_history()
+    beh = F.col("event_type").isin(*BEHAVIOUR_EVENT_TYPES) & hist
+    in30 = w.within(30)
     ts = F.col("event_time")
     # Exact decimal sums: the same events give bit-identical features whatever the summation order.
     price = F.col("price").cast(_PRICE_SUM)
-    counts = [F.count(F.when(_is(t) & _within(w, d), 1)).cast("int").alias(f"n_{t}_{d}d")
+    counts = [F.count(F.when(_is(t) & w.within(d), 1)).cast("int").alias(f"n_{t}_{d}d")
               for t in EVENT_TYPES for d in WINDOW_DAYS]
-    return history.groupBy("user_id", "platform").agg(
+    return [
         *counts,
         F.count(F.when(beh, 1)).cast("int").alias("_n_beh_lookback"),
         F.count(F.when(beh & in30, 1)).cast("int").alias("_n_beh_30d"),
         F.max(F.when(beh, ts)).alias("_last_beh"),
         F.min(F.when(beh, ts)).alias("_first_beh"),
-        F.max(F.when(_is("purchase"), ts)).alias("_last_purchase"),
+        F.max(F.when(_is("purchase") & hist, ts)).alias("_last_purchase"),
         F.collect_set(F.when(beh & in30, F.to_date(ts))).alias("_days"),
         F.collect_set(F.when(beh & in30, F.col("session_id"))).alias("_sessions"),
         F.collect_set(F.when(beh & in30, F.col("item_id"))).alias("_items"),
         F.collect_set(F.when(beh & in30, F.col("category"))).alias("_categories"),
         F.collect_set(F.when(_is("cart") & in30, F.col("item_id"))).alias("_carted"),
         F.collect_set(F.when(_is("purchase") & in30, F.col("item_id"))).alias("_purchased"),
-        F.sum(F.when(_is("purchase") & _within(w, 7), price)).alias("_spend_7d"),
+        F.sum(F.when(_is("purchase") & w.within(7), price)).alias("_spend_7d"),
         F.sum(F.when(_is("purchase") & in30, price)).alias("_spend_30d"),
         F.sum(F.when(_is("view") & in30, price)).alias("_viewed_price_sum"),
         F.count(F.when(_is("view") & in30, price)).alias("_viewed_priced"),
-    )
+    ]
 
 
-def aggregate_features(history: DataFrame, w: Windows) -> DataFrame:
-    """``user_id``, ``platform`` and :data:`FEATURE_COLUMNS` for every eligible ``(user_id, platform)``.
-
-    Eligible: at least one behaviour event on that platform in the lookback (DESIGN section 5).
-
-    :param history: events in ``[T - lookback_days, T)`` (see :meth:`Windows.history`).
-    :param w: the snapshot's windows.
-    """
-    per_platform = platform_aggregates(history, w)
-    user = Window.partitionBy("user_id")
-
-    def over_user(agg: Column) -> Column:
-        return agg.over(user)
+def user_aggregates(user: WindowSpec) -> list[Column]:
+    """Window expressions over ``user`` (partitioned by ``user_id``) on the per-platform rows: the ``all_`` parts."""
 
     def union_size(col: str) -> Column:
-        return F.size(F.array_distinct(F.flatten(over_user(F.collect_list(col)))))
+        return F.size(F.array_distinct(F.flatten(F.collect_list(col).over(user))))
+
+    return [
+        *[F.sum(c).over(user).cast("int").alias(f"all_{c}") for c in _COUNTS],
+        F.max("_last_beh").over(user).alias("_all_last_beh"),
+        F.max("_last_purchase").over(user).alias("_all_last_purchase"),
+        union_size("_days").alias("all_active_days_30d"),
+        union_size("_categories").alias("all_distinct_categories_30d"),
+        F.sum("_spend_30d").over(user).alias("_all_spend_30d"),
+        F.sum("_n_beh_30d").over(user).cast("int").alias("_all_n_beh_30d"),
+        F.count(F.when(F.col("_n_beh_30d") > 0, 1)).over(user).cast("int").alias("_n_platforms_active"),
+    ]
+
+
+def is_eligible() -> Column:
+    """True for per-platform rows with a behaviour event in the lookback (DESIGN section 5)."""
+    return F.col("_n_beh_lookback") > 0
+
+
+def feature_columns(w: Windows) -> list[Column]:
+    """:data:`FEATURE_COLUMNS` from the platform aggregates and the user window columns, typed and in order."""
 
     def days(ts: Column, default: float | None = None) -> Column:
         value = w.days_before_t(ts)
@@ -127,17 +134,6 @@ def aggregate_features(history: DataFrame, w: Windows) -> DataFrame:
     def ratio(num: str, den: str) -> Column:
         return F.when(F.col(den) > 0, F.col(num) / F.col(den)).otherwise(F.lit(0.0))
 
-    with_user = per_platform.select(
-        "*",
-        *[over_user(F.sum(c)).cast("int").alias(f"all_{c}") for c in _COUNTS],
-        over_user(F.max("_last_beh")).alias("_all_last_beh"),
-        over_user(F.max("_last_purchase")).alias("_all_last_purchase"),
-        union_size("_days").alias("all_active_days_30d"),
-        union_size("_categories").alias("all_distinct_categories_30d"),
-        over_user(F.sum("_spend_30d")).alias("_all_spend_30d"),
-        over_user(F.sum("_n_beh_30d")).cast("int").alias("_all_n_beh_30d"),
-        over_user(F.count(F.when(F.col("_n_beh_30d") > 0, 1))).cast("int").alias("_n_platforms_active"),
-    ).where(F.col("_n_beh_lookback") > 0)
     lookback = w.lookback_days
     values: dict[str, Column] = {
         "active_days_30d": F.size("_days"),
@@ -162,8 +158,7 @@ def aggregate_features(history: DataFrame, w: Windows) -> DataFrame:
         "ctr_30d": ratio("n_ad_click_30d", "n_ad_impression_30d"),
         "all_ctr_30d": ratio("all_n_ad_click_30d", "all_n_ad_impression_30d"),
     }
-    columns = [
+    return [
         (values[name] if name in values else F.col(name)).cast("int" if name in INT_FEATURES else "double").alias(name)
         for name in FEATURE_COLUMNS
     ]
-    return with_user.select("user_id", "platform", *columns)

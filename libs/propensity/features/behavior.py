@@ -32,13 +32,14 @@ for example::
   the newest part of the sequence and the target survive truncation: the tokenizer
   truncates on the left (see :mod:`propensity.tokenizer`).
 
-Built with Spark SQL functions only (window ``row_number`` to keep the newest events,
-``collect_list`` of structs, ``array_sort``, ``transform``, ``array_join``): no Python UDF.
+Built with Spark SQL functions only, no Python UDF: per ``(user_id, platform)`` a sorted
+``collect_list`` of event structs, cut to the newest N; per user (a window) the platforms'
+lists flattened, sorted and cut again; then ``transform`` + ``array_join`` into words.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, WindowSpec
 from pyspark.sql import functions as F
 
 from propensity.features.windows import Windows, epoch_seconds
@@ -85,34 +86,42 @@ def event_word_group(platform: Column, event_type: Column, category: Column, bra
                        value_word(brand, "b"), price_word(price))
 
 
-def sequence_texts(history: DataFrame, w: Windows, max_events: int) -> DataFrame:
-    """``user_id`` and ``_sequence``: the text up to (and including) the final gap, without the target.
+def recent_events(w: Windows) -> Column:
+    """Aggregate expression for ``groupBy("user_id", "platform")``: the history events, sorted oldest first.
 
-    :param history: events in ``[T - lookback_days, T)``.
-    :param w: the snapshot's windows.
-    :param max_events: most recent events kept.
+    Each event is a struct ``(t, p, r, id, type, category, brand, price)`` whose first four
+    fields are the sort key (time, platform, event type rank, event id).
     """
     rank = F.array_position(F.array(*[F.lit(t) for t in EVENT_TYPES]), F.col("event_type"))
-    keyed = history.select("user_id", "event_time", "platform", rank.alias("_rank"), "event_id", "event_type",
-                           "category", "brand", "price")
-    newest_first = Window.partitionBy("user_id").orderBy(
-        F.col("event_time").desc(), F.col("platform").desc(), F.col("_rank").desc(), F.col("event_id").desc())
-    recent = keyed.withColumn("_n", F.row_number().over(newest_first)).where(F.col("_n") <= max_events)
-    words = event_word_group(F.col("platform"), F.col("event_type"), F.col("category"), F.col("brand"),
-                             F.col("price"))
-    event = F.struct(F.col("event_time").alias("t"), F.col("platform").alias("p"), F.col("_rank").alias("r"),
-                     F.col("event_id").alias("id"), words.alias("words"))
-    seq = recent.groupBy("user_id").agg(F.array_sort(F.collect_list(event)).alias("_seq"))
-    events = F.col("_seq")
+    event = F.struct(F.col("event_time").alias("t"), F.col("platform").alias("p"), rank.alias("r"),
+                     F.col("event_id").alias("id"), F.col("event_type").alias("type"), "category", "brand", "price")
+    return F.array_sort(F.collect_list(F.when(w.in_history(), event)))
 
-    def with_gap(e: Column, i: Column) -> Column:
+
+def newest(events: Column, max_events: int) -> Column:
+    """The last ``max_events`` elements of a sorted array (all of them when it is shorter)."""
+    return F.slice(events, F.greatest(F.size(events) - max_events + 1, F.lit(1)), max_events)
+
+
+def user_events(user: WindowSpec, recent: str, max_events: int) -> Column:
+    """Window expression: the user's newest events over all platforms, sorted, from per-platform ``recent`` arrays."""
+    return F.array_sort(F.flatten(F.collect_list(newest(F.col(recent), max_events)).over(user)))
+
+
+def sequence_text(events: Column, w: Windows) -> Column:
+    """The text of a sorted, non-empty event array (already cut to the newest ones), up to the recency gap.
+
+    :param events: a column reference (it is read once per element).
+    :param w: the snapshot's windows.
+    """
+
+    def event_words(e: Column, i: Column) -> Column:
+        words = event_word_group(e["p"], e["type"], e["category"], e["brand"], e["price"])
         gap = F.unix_seconds(e["t"]) - F.unix_seconds(events[i - 1]["t"])
-        return F.when((i == 0) | (gap < GAP_BUCKETS[0][0]), e["words"]).otherwise(
-            F.concat_ws(" ", gap_word(gap), e["words"]))
+        return F.when((i == 0) | (gap < GAP_BUCKETS[0][0]), words).otherwise(F.concat_ws(" ", gap_word(gap), words))
 
     recency = gap_word(F.lit(epoch_seconds(w.snapshot_date)) - F.unix_seconds(F.element_at(events, -1)["t"]))
-    return seq.select("user_id",
-                      F.concat_ws(" ", F.array_join(F.transform(events, with_gap), " "), recency).alias("_sequence"))
+    return F.concat_ws(" ", F.array_join(F.transform(events, event_words), " "), recency)
 
 
 def target_text(sequence: Column, platform: Column) -> Column:

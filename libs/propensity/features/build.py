@@ -16,13 +16,13 @@ import logging
 from collections.abc import Sequence
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from propensity.config import Config
-from propensity.features.aggregates import FEATURE_COLUMNS, aggregate_features
-from propensity.features.behavior import sequence_texts, target_text
-from propensity.features.labels import add_labels, null_labels
+from propensity.features.aggregates import feature_columns, is_eligible, platform_aggregates, user_aggregates
+from propensity.features.behavior import newest, recent_events, sequence_text, target_text, user_events
+from propensity.features.labels import label_aggregates, label_columns
 from propensity.features.windows import Windows, event_date_range
 from propensity.tables import ensure_table, require_table
 
@@ -33,7 +33,11 @@ def build_training_examples(spark: SparkSession, events: DataFrame, cfg: Config,
                             with_labels: bool = True) -> DataFrame:
     """Features (and labels) of every ``(user_id, platform)`` eligible at ``snapshot_date``.
 
-    A pure transformation: nothing is read or written besides ``events``.
+    A pure transformation: nothing is read or written besides ``events``. One scan of the
+    events in ``[T - lookback_days, T + max horizon)`` (``[.., T)`` without labels), one
+    shuffle by ``user_id``; then one aggregation per ``(user_id, platform)`` computes
+    features, labels and the newest events, and one window per ``user_id`` the
+    cross-platform parts. Feature expressions only read events before T.
 
     :param spark: the session (kept for a uniform stage signature).
     :param events: rows with the schema of the ``events`` table (any superset of its columns).
@@ -43,14 +47,20 @@ def build_training_examples(spark: SparkSession, events: DataFrame, cfg: Config,
     :returns: the columns of ``training_examples`` in table order.
     """
     w = Windows.of(snapshot_date, cfg.features)
-    history = w.history(events)
-    rows = aggregate_features(history, w).join(sequence_texts(history, w, cfg.features.max_sequence_events),
-                                               "user_id")
-    rows = rows.select(
+    max_events = cfg.features.max_sequence_events
+    span = w.span(events, with_future=with_labels).repartition("user_id")
+    per_platform = span.groupBy("user_id", "platform").agg(
+        *platform_aggregates(w), recent_events(w).alias("_recent"), *(label_aggregates(w) if with_labels else []))
+    user = Window.partitionBy("user_id")
+    eligible = per_platform.select(
+        "*", *user_aggregates(user), user_events(user, "_recent", max_events).alias("_user_events"),
+    ).where(is_eligible())
+    sequence = eligible.withColumn("_sequence", newest(F.col("_user_events"), max_events))
+    return sequence.select(
         F.lit(snapshot_date).alias("snapshot_date"), "user_id", "platform",
-        target_text(F.col("_sequence"), F.col("platform")).alias("behavior_text"), *FEATURE_COLUMNS,
+        target_text(sequence_text(F.col("_sequence"), w), F.col("platform")).alias("behavior_text"),
+        *feature_columns(w), *label_columns(with_labels),
     )
-    return add_labels(rows, events, w) if with_labels else null_labels(rows)
 
 
 def write_snapshot(spark: SparkSession, cfg: Config, snapshot_date: date, with_labels: bool = True) -> int:

@@ -12,7 +12,7 @@ are NULL.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from propensity.features.windows import Windows
@@ -25,30 +25,24 @@ def _any(condition: Column) -> Column:
     return F.max(F.when(condition, 1).otherwise(0))
 
 
-def add_labels(rows: DataFrame, events: DataFrame, w: Windows) -> DataFrame:
-    """``rows`` (keyed by ``user_id``, ``platform``) with the three INT label columns.
-
-    :param rows: one row per eligible ``(user_id, platform)``.
-    :param events: all events (the future window is selected here).
-    :param w: the snapshot's windows.
-    """
-    future = w.future(events)
+def label_aggregates(w: Windows) -> list[Column]:
+    """Aggregate expressions for ``groupBy("user_id", "platform")`` over the span: what happened in each horizon."""
     etype = F.col("event_type")
-    outcomes = future.groupBy("user_id", "platform").agg(
-        _any((etype == "purchase") & w.before(w.purchase_horizon_days)).alias("_purchased"),
-        _any((etype == "ad_click") & w.before(w.click_horizon_days)).alias("_clicked"),
-        _any((etype == "ad_impression") & w.before(w.click_horizon_days)).alias("_impressed"),
-        _any(etype.isin(*BEHAVIOUR_EVENT_TYPES) & w.before(w.churn_horizon_days)).alias("_active"),
-    )
-    labelled = rows.join(outcomes, ["user_id", "platform"], "left")
-    return labelled.select(
-        *rows.columns,
-        F.coalesce(F.col("_purchased"), F.lit(0)).cast("int").alias("label_purchase"),
-        F.when(F.col("_clicked") == 1, 1).when(F.col("_impressed") == 1, 0).cast("int").alias("label_click"),
-        (1 - F.coalesce(F.col("_active"), F.lit(0))).cast("int").alias("label_churn"),
-    )
+    return [
+        _any((etype == "purchase") & w.in_horizon(w.purchase_horizon_days)).alias("_purchased_after"),
+        _any((etype == "ad_click") & w.in_horizon(w.click_horizon_days)).alias("_clicked_after"),
+        _any((etype == "ad_impression") & w.in_horizon(w.click_horizon_days)).alias("_impressed_after"),
+        _any(etype.isin(*BEHAVIOUR_EVENT_TYPES) & w.in_horizon(w.churn_horizon_days)).alias("_active_after"),
+    ]
 
 
-def null_labels(rows: DataFrame) -> DataFrame:
-    """``rows`` with the three label columns, all NULL (scoring: there is no future)."""
-    return rows.select("*", *[F.lit(None).cast("int").alias(c) for c in LABEL_COLUMNS])
+def label_columns(with_labels: bool) -> list[Column]:
+    """The three INT label columns from :func:`label_aggregates`, or three NULLs without labels."""
+    if not with_labels:
+        return [F.lit(None).cast("int").alias(c) for c in LABEL_COLUMNS]
+    return [
+        F.col("_purchased_after").cast("int").alias("label_purchase"),
+        F.when(F.col("_clicked_after") == 1, 1).when(F.col("_impressed_after") == 1, 0).cast("int")
+        .alias("label_click"),
+        (1 - F.col("_active_after")).cast("int").alias("label_churn"),
+    ]

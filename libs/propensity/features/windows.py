@@ -51,37 +51,39 @@ class Windows:
         """The longest label horizon."""
         return max(self.purchase_horizon_days, self.click_horizon_days, self.churn_horizon_days)
 
-    def history(self, events: DataFrame) -> DataFrame:
-        """Events with ``event_time`` in ``[T - lookback_days, T)``.
+    def span(self, events: DataFrame, with_future: bool = True) -> DataFrame:
+        """Events with ``event_time`` in ``[T - lookback_days, T + max_horizon_days)``, or ``[.., T)`` without future.
 
         ``event_date`` (the partition column) is filtered with one day of margin on each
         side for partition pruning; ``event_time`` decides.
         """
         t = self.snapshot_date
+        end = self.max_horizon_days if with_future else 0
         return events.where(
             (F.col("event_date") >= F.lit(t - timedelta(days=self.lookback_days + 1)))
-            & (F.col("event_date") <= F.lit(t))
+            & (F.col("event_date") <= F.lit(t + timedelta(days=end)))
             & (F.col("event_time") >= instant(t, -self.lookback_days))
-            & (F.col("event_time") < instant(t))
+            & (F.col("event_time") < instant(t, end))
         )
 
-    def future(self, events: DataFrame) -> DataFrame:
-        """Events with ``event_time`` in ``[T, T + max_horizon_days)``."""
+    def history(self, events: DataFrame) -> DataFrame:
+        """Events with ``event_time`` in ``[T - lookback_days, T)``."""
+        return self.span(events, with_future=False)
+
+    def in_history(self) -> Column:
+        """True for events of the span before T (the feature window)."""
+        return F.col("event_time") < instant(self.snapshot_date)
+
+    def within(self, days: int) -> Column:
+        """True for events of the span in the last ``days`` days before T (clipped to the lookback)."""
+        if days >= self.lookback_days:
+            return self.in_history()
+        return (F.col("event_time") >= instant(self.snapshot_date, -days)) & self.in_history()
+
+    def in_horizon(self, days: int) -> Column:
+        """True for events of the span in ``[T, T + days)``."""
         t = self.snapshot_date
-        return events.where(
-            (F.col("event_date") >= F.lit(t - timedelta(days=1)))
-            & (F.col("event_date") <= F.lit(t + timedelta(days=self.max_horizon_days)))
-            & (F.col("event_time") >= instant(t))
-            & (F.col("event_time") < instant(t, self.max_horizon_days))
-        )
-
-    def since(self, days: int) -> Column:
-        """True for history events in the last ``days`` days before T (clipped to the lookback by the caller)."""
-        return F.col("event_time") >= instant(self.snapshot_date, -days)
-
-    def before(self, days: int) -> Column:
-        """True for future events in ``[T, T + days)``."""
-        return F.col("event_time") < instant(self.snapshot_date, days)
+        return (F.col("event_time") >= instant(t)) & (F.col("event_time") < instant(t, days))
 
     def days_before_t(self, ts: Column) -> Column:
         """Fractional days from ``ts`` to T (positive for history events)."""

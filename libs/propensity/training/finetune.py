@@ -27,7 +27,7 @@ from propensity.config import Config
 from propensity.errors import PropensityError
 from propensity.training import data, mlflow_utils
 from propensity.training.model import FeatureStats
-from propensity.training.pretrain import TOKENIZER_DIR, check_checkpoint, latest_pretrained
+from propensity.training.pretrain import TOKENIZER_DIR, Pretrained, latest_pretrained, resolve_checkpoint
 from propensity.training.pyfunc import input_example, log_pyfunc_model
 from propensity.training.settings import ModelSettings, TrainSettings
 from propensity.training.train_fn import ENCODER_DIR, MODEL_DIR, FinetuneJob, MlflowTarget, finetune_fn
@@ -38,14 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS_FILE = "feature_stats.json"
-
-
-@dataclass(frozen=True)
-class Pretrained:
-    """Where fine-tuning starts: a Hugging Face encoder folder and its tokenizer folder."""
-
-    encoder_dir: Path
-    tokenizer_dir: Path
 
 
 @dataclass
@@ -66,8 +58,7 @@ def find_pretrained(cfg: Config, train: TrainSettings, max_length: int) -> Pretr
     if latest is not None:
         return Pretrained(latest / ENCODER_DIR, latest / TOKENIZER_DIR)
     if train.init_checkpoint:
-        folder = check_checkpoint(train.init_checkpoint, max_length)
-        return Pretrained(folder, folder)
+        return resolve_checkpoint(train.init_checkpoint, max_length)
     raise PropensityError(f"no pretrained teacher encoder under {cfg.root / 'checkpoints'};"
                           " run `propensity pretrain` first or set training.init_checkpoint")
 

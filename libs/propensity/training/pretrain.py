@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,46 +55,63 @@ def latest_pretrained(cfg: Config) -> Path | None:
     return path if (path / ENCODER_DIR).is_dir() and (path / TOKENIZER_DIR).is_dir() else None
 
 
-def check_checkpoint(path: str, max_length: int) -> Path:
-    """Validate a local Hugging Face BERT folder given as ``training.init_checkpoint``.
+@dataclass(frozen=True)
+class Pretrained:
+    """A pretrained encoder: a Hugging Face model folder and its tokenizer folder."""
 
-    :raises ConfigError: it is missing, has no ``config.json`` or ``tokenizer.json``, or is too short.
+    encoder_dir: Path
+    tokenizer_dir: Path
+
+
+def resolve_checkpoint(path: str, max_length: int) -> Pretrained:
+    """The encoder and tokenizer of ``training.init_checkpoint``: a folder written by ``propensity pretrain``
+    (``encoder/`` + ``tokenizer/``) or a local Hugging Face BERT folder with its ``tokenizer.json``.
+
+    :raises ConfigError: it is neither, or has fewer positions than ``teacher.max_length``.
     """
     from transformers import BertConfig
 
     folder = Path(path)
     key = "training.init_checkpoint"
-    if not (folder / "config.json").is_file():
+    ours = Pretrained(folder / ENCODER_DIR, folder / TOKENIZER_DIR)
+    found = ours if (ours.encoder_dir / "config.json").is_file() else Pretrained(folder, folder)
+    if not (found.encoder_dir / "config.json").is_file():
         raise ConfigError(f"{key}={path!r} is not a Hugging Face model folder (no config.json);"
-                          " give a local folder written by save_pretrained")
-    if not (folder / "tokenizer.json").is_file():
+                          " give a local folder written by save_pretrained or by `propensity pretrain`")
+    if not (found.tokenizer_dir / "tokenizer.json").is_file():
         raise ConfigError(f"{key}={path!r} has no tokenizer.json; the checkpoint's own fast tokenizer is needed")
-    positions = BertConfig.from_pretrained(str(folder)).max_position_embeddings
+    positions = BertConfig.from_pretrained(str(found.encoder_dir)).max_position_embeddings
     if max_length > positions:
         raise ConfigError(f"teacher.max_length={max_length} exceeds the {positions} positions of {key}={path!r};"
                           f" set teacher.max_length <= {positions}")
-    return folder
+    return found
 
 
-def _prepare_tokenizer(texts: DataFrame, model: ModelSettings, train: TrainSettings, out_dir: Path) -> Path:
+def _prepare_start(texts: DataFrame, model: ModelSettings, train: TrainSettings, out_dir: Path
+                   ) -> tuple[Path, Path | None]:
+    """``(tokenizer folder, encoder to continue from or None)``: copied from ``training.init_checkpoint``,
+    else a tokenizer trained on ``texts``."""
     from propensity.tokenizer import train_tokenizer
 
     target = out_dir / TOKENIZER_DIR
     if train.init_checkpoint:
-        source = check_checkpoint(train.init_checkpoint, model.max_length)
+        start = resolve_checkpoint(train.init_checkpoint, model.max_length)
         target.mkdir(parents=True, exist_ok=True)
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-            if (source / name).is_file():
-                shutil.copy2(source / name, target / name)
-        return target
+            if (start.tokenizer_dir / name).is_file():
+                shutil.copy2(start.tokenizer_dir / name, target / name)
+        return target, start.encoder_dir
     rows = (r["behavior_text"] for r in texts.select("behavior_text").toLocalIterator())
-    return train_tokenizer(rows, model.vocab_size, target)
+    return train_tokenizer(rows, model.vocab_size, target), None
 
 
 def pretrain_job(model: ModelSettings, train: TrainSettings, tokenizer_dir: Path, out_dir: Path,
-                 source: DataSource, validation: DataSource | None,
+                 source: DataSource, validation: DataSource | None, init_encoder: Path | None = None,
                  target: MlflowTarget | None = None) -> PretrainJob:
-    """The job :func:`~propensity.training.train_fn.pretrain_fn` runs, for a tokenizer and data."""
+    """The job :func:`~propensity.training.train_fn.pretrain_fn` runs, for a tokenizer and data.
+
+    The architecture comes from ``model`` (vocabulary: the tokenizer's), or from ``init_encoder`` when given.
+    """
     from propensity.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
@@ -101,7 +119,8 @@ def pretrain_job(model: ModelSettings, train: TrainSettings, tokenizer_dir: Path
                          model.max_length, model.dropout, pad_token_id=int(tok.pad_token_id))
     return PretrainJob(bert_config=config.to_dict(), train=train, data=source, validation=validation,
                        out_dir=str(out_dir), special_ids=sorted(int(i) for i in tok.all_special_ids),
-                       mask_id=int(tok.mask_token_id), init_encoder=train.init_checkpoint, mlflow=target)
+                       mask_id=int(tok.mask_token_id), init_encoder=str(init_encoder) if init_encoder else None,
+                       mlflow=target)
 
 
 def pretrain_encoder(spark: SparkSession, cfg: Config, texts: DataFrame, validation_texts: DataFrame | None,
@@ -114,7 +133,7 @@ def pretrain_encoder(spark: SparkSession, cfg: Config, texts: DataFrame, validat
     from propensity.tokenizer import tokenize_column
     from propensity.training.distributed import run_distributed
 
-    tokenizer_dir = _prepare_tokenizer(texts, model, train, out_dir)
+    tokenizer_dir, init_encoder = _prepare_start(texts, model, train, out_dir)
     if run_id is not None:
         mlflow.log_artifacts(str(tokenizer_dir), "tokenizer")
     frames = [data.mlm_frame(tokenize_column(df, str(tokenizer_dir), model.max_length)) if df is not None else None
@@ -122,7 +141,7 @@ def pretrain_encoder(spark: SparkSession, cfg: Config, texts: DataFrame, validat
     target = MlflowTarget(mlflow_utils.tracking_uri(cfg), run_id) if run_id else None
     with data.converters(spark, cfg, frames, train.num_processes, train.seed) as (source, val_source):
         assert source is not None
-        job = pretrain_job(model, train, tokenizer_dir, out_dir, source, val_source, target)
+        job = pretrain_job(model, train, tokenizer_dir, out_dir, source, val_source, init_encoder, target)
         result = run_distributed(pretrain_fn, job, train)
     return result
 

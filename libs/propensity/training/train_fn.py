@@ -200,6 +200,7 @@ class _Progress:
         self.samples_per_step = batch_size * ctx.world
         self.start = self.mark = time.perf_counter()
         self.loss_sum, self.loss_n, self.total_steps = 0.0, 0, 0
+        self.train_seconds = 0.0
 
     def update(self, epoch: int, step: int, loss: float) -> None:
         """Record one step's loss; print a line every ``every`` steps and at the end of an epoch."""
@@ -216,8 +217,8 @@ class _Progress:
         self.mark, self.loss_sum, self.loss_n = now, 0.0, 0
 
     def samples_per_second(self) -> float:
-        """Training samples per second since the start (all processes, validation included)."""
-        return self.total_steps * self.samples_per_step / max(time.perf_counter() - self.start, 1e-9)
+        """Training samples per second of all processes together (time spent in training steps only)."""
+        return self.total_steps * self.samples_per_step / max(self.train_seconds, 1e-9)
 
 
 @functools.lru_cache(maxsize=2)
@@ -282,6 +283,7 @@ def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Mod
         for epoch in range(epochs):
             wrapped.train()
             total = 0.0
+            epoch_start = time.perf_counter()
             for step in range(steps):
                 loss = step_loss(wrapped, next(batches))
                 optimizer.zero_grad(set_to_none=True)
@@ -291,9 +293,18 @@ def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Mod
                 schedule.step()
                 total += float(loss.detach())
                 progress.update(epoch, step, float(loss.detach()))
+            progress.train_seconds += time.perf_counter() - epoch_start
             loss_sum, n = _global_sum(ctx, total, steps)
             end_of_epoch(epoch, loss_sum / n)
     return progress
+
+
+def _device_stats(ctx: _Ctx) -> dict[str, Any]:
+    """Peak GPU memory of this process (GPU runs), for the summary."""
+    if not ctx.use_gpu:
+        return {"device": "cpu", "threads": torch.get_num_threads()}
+    return {"device": torch.cuda.get_device_name(ctx.device),
+            "gpu_max_memory_gib": torch.cuda.max_memory_allocated(ctx.device) / 2**30}
 
 
 def _to(batch: Batch, ctx: _Ctx, *keys: str) -> list[torch.Tensor]:
@@ -371,7 +382,7 @@ def pretrain_fn(job: PretrainJob) -> dict[str, Any]:
         progress = _train_epochs(ctx, job, objective, job.train.pretrain_epochs, params, step_loss, end_of_epoch)
         result: dict[str, Any] = {"stage": job.stage, "out_dir": job.out_dir, "history": history,
                                   "samples_per_s": progress.samples_per_second(), "world_size": ctx.world,
-                                  "rows": job.data.rows}
+                                  "rows": job.data.rows, **_device_stats(ctx)}
         if ctx.rank == 0:
             out = Path(job.out_dir)
             objective.mlm.save_pretrained(str(out / ENCODER_DIR))
@@ -436,6 +447,14 @@ def validation_metrics(probs: np.ndarray, labels: np.ndarray, label_mask: np.nda
     return metrics
 
 
+def selection_score(metrics: dict[str, float]) -> float:
+    """Lower is better: minus the mean validation AUC of the tasks that have one, else the (validation) loss."""
+    aucs = [v for k, v in metrics.items() if k.startswith("val_auc_") and math.isfinite(v)]
+    if aucs:
+        return -float(np.mean(aucs))
+    return metrics.get("val_loss", metrics["train_loss"])
+
+
 def _finetune_validation(ctx: _Ctx, job: FinetuneJob, model: torch.nn.Module) -> dict[str, float]:
     if job.validation is None:
         return {}
@@ -456,7 +475,8 @@ def _finetune_params(model: Any, train: TrainSettings) -> list[dict[str, Any]]:
 
 
 def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
-    """Fine-tune on labelled rows; rank 0 keeps the best validation epoch and saves ``out_dir/model``."""
+    """Fine-tune on labelled rows; rank 0 keeps the epoch with the best mean validation AUC and saves
+    ``out_dir/model``. Returns rank 0's summary."""
     from transformers.utils import logging as hf_logging
 
     from propensity.training.model import masked_bce, parameter_fingerprint, save_model
@@ -486,7 +506,7 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
             print(f"[{job.stage}] epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                   flush=True)
             _log_metrics(job.mlflow, {f"{job.stage}_{k}": v for k, v in metrics.items()}, epoch + 1)
-            score = metrics.get("val_loss", train_loss)
+            score = selection_score(metrics)
             if best["state"] is None or score < best["loss"]:
                 best.update(epoch=epoch + 1, loss=score, state=copy.deepcopy(model.state_dict()))
 
@@ -497,7 +517,7 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
         result: dict[str, Any] = {"stage": job.stage, "out_dir": job.out_dir, "history": history,
                                   "best_epoch": best["epoch"], "samples_per_s": progress.samples_per_second(),
                                   "world_size": ctx.world, "rows": job.data.rows,
-                                  "encoder_fingerprint_before": before}
+                                  "encoder_fingerprint_before": before, **_device_stats(ctx)}
         if ctx.rank == 0:
             model.load_state_dict(best["state"])
             result["encoder_fingerprint_after"] = parameter_fingerprint(model.encoder)

@@ -30,7 +30,6 @@ from propensity.evaluation.metrics import roc_auc
 from propensity.training import data, mlflow_utils
 from propensity.training.finetune import (
     FinetuneOutcome,
-    Pretrained,
     find_pretrained,
     finetune_model,
     labelled,
@@ -38,6 +37,7 @@ from propensity.training.finetune import (
     train_and_validation_rows,
 )
 from propensity.training.model import TASKS, FeatureStats
+from propensity.training.pretrain import Pretrained
 from propensity.training.pyfunc import PropensityPyfunc
 from propensity.training.settings import ModelSettings, TrainSettings
 

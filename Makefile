@@ -48,6 +48,7 @@ demo: setup
 	$(VENV)/bin/propensity demo
 
 bench: setup
+	@test -f benchmarks/run_all.py || { echo "make bench: no benchmarks yet (benchmarks/run_all.py lands with the scoring benchmark, issue 6)"; exit 2; }
 	$(PY) benchmarks/run_all.py
 
 clean:

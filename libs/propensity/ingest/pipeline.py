@@ -201,10 +201,6 @@ def _safe_name(column: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", column) or "_blank"
 
 
-def _sql_list(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
-
-
 def _parse(spark: SparkSession, files: list[RawFile], columns: tuple[str, ...], header: str | None,
            reason: Column, run_id: str, now: datetime) -> DataFrame:
     """Lines -> raw string fields (safe names) + ``_reject_reason`` + lineage columns."""

@@ -75,7 +75,7 @@ def resolve_model(cfg: Config, model_uri: str) -> ResolvedModel:
     except ValueError as e:
         raise ModelResolutionError(f"cannot score with {model_uri}: {e}") from e
     name, number = (version.name, version.version) if version else (model_uri, "")
-    target = cfg.root / "scoring" / "models" / (f"{name}-v{number}" if version else _slug(model_uri))
+    target = local_model_dir(cfg) / (f"{name}-v{number}" if version else _slug(model_uri))
     uri = version.model_uri if version else model_uri
     if not (target / "MLmodel").exists():
         try:

@@ -146,7 +146,7 @@ def test_run_evaluate_writes_model_evaluations_and_plots(spark: SparkSession, ma
                                        registered_model_name="baseline_rule", pip_requirements=["pandas"])
     uri = f"models:/baseline_rule/{info.registered_model_version}"
 
-    result = run_evaluate(spark, cfg, {"baseline_rule": uri}, plan=plan).toPandas()
+    result = run_evaluate(spark, cfg, {"baseline_rule": "models:/baseline_rule/latest"}, plan=plan).toPandas()
 
     stored = spark.table(cfg.table("model_evaluations"))
     expected_columns = [c.split()[0] for c in TABLES["model_evaluations"].columns.replace("\n", " ").split(",")]

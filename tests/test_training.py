@@ -203,7 +203,7 @@ def test_head_mode_freezes_the_encoder(tmp_path: Path, mode: str) -> None:
     assert parameter_fingerprint(trained.encoder) == result["encoder_fingerprint_after"]
     for task in TASKS:
         assert not torch.equal(start.heads[task].deep[0].weight, trained.heads[task].deep[0].weight)
-    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert [h["epoch"] for h in result["history"]] == [0, 1, 2]  # 0: the starting point, also a candidate
 
 
 def test_feature_normalizer_uses_saved_statistics() -> None:
@@ -244,7 +244,7 @@ def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained:
     assert version.name == "propensity_teacher"
     run = mlflow_utils.client(cfg).get_run(version.run_id)
     history = mlflow_utils.client(cfg).get_metric_history(version.run_id, "finetune_val_auc_purchase")
-    assert [m.step for m in history] == [1, 2]
+    assert [m.step for m in history] == [0, 1, 2]
     assert "finetune_train_loss" in run.data.metrics
 
     rows = spark.table(cfg.table("training_examples")).limit(40).toPandas()
@@ -320,3 +320,26 @@ def test_init_checkpoint_is_checked(tmp_path: Path) -> None:
         resolve_checkpoint(str(tmp_path / "ours"), 32)
     with pytest.raises(ConfigError, match=r"training\.init_checkpoint=.* is not a Hugging Face model folder"):
         resolve_checkpoint(str(tmp_path), 16)
+
+
+def test_fit_logistic_matches_sklearn_and_heads_start_from_it() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from propensity.training.model import fit_logistic
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 3))
+    y = (x @ np.array([1.5, -2.0, 0.0]) + rng.normal(size=400) > 0.3).astype(float)
+    weight, bias = fit_logistic(torch.tensor(x), torch.tensor(y))
+    reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=1000).fit(x, y)
+    np.testing.assert_allclose(weight, reference.coef_[0], atol=1e-4)
+    assert bias == pytest.approx(reference.intercept_[0], abs=1e-4)
+
+    model = PropensityModel(bert_config(50, 32, 1, 2, 64, 16, 0.0), ["a", "b", "c"], 8).eval()
+    model.start_from_logistic({t: {"weight": weight, "bias": bias} for t in TASKS})
+    ids = torch.randint(5, 50, (6, 16))
+    logits = model(ids, torch.ones_like(ids), torch.tensor(x[:6], dtype=torch.float32))
+    z = model.normalizer(torch.tensor(x[:6], dtype=torch.float32)).double()
+    expected = z @ torch.tensor(weight, dtype=torch.float64) + bias
+    for i in range(len(TASKS)):
+        torch.testing.assert_close(logits[:, i].double(), expected, atol=1e-5, rtol=1e-5)

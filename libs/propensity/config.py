@@ -21,7 +21,9 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from propensity.errors import ConfigError
+from propensity.training.settings import StudentSettings, TeacherSettings, TrainSettings
 
+CHAMPION_MODELS = ("student", "teacher", "fusion")
 EVENT_FORMATS = ("rees46", "taobao", "retailrocket")
 AD_FORMATS = ("taobao_ads",)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -154,6 +156,48 @@ class PublishConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation of the student from the teacher (DESIGN section 7)."""
+
+    teacher_uri: str = _help("Teacher whose probabilities the student learns from.",
+                             default="models:/propensity_teacher/latest")
+    alpha: float = _help("Weight of the hard-label loss; 1 - alpha weighs the soft teacher loss.", default=0.5)
+    temperature: float = _help("Softening temperature T of the teacher's logits (the soft loss is scaled by T^2).",
+                               default=2.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"distill.alpha={self.alpha} must be in [0, 1]")
+        if self.temperature <= 0:
+            raise ConfigError(f"distill.temperature={self.temperature} must be > 0, e.g. 2.0")
+
+
+@dataclass
+class EvaluationConfig:
+    """Model comparison, baselines and the champion gates (DESIGN section 7)."""
+
+    gate_margin: float = _help("Test AUC by which a model must beat the best baseline on every task to become"
+                               " champion.", default=0.0)
+    champion_model: str = _help("Which model the champion gate promotes: student, teacher or fusion.",
+                                default="student")
+    fusion_weight_step: float = _help("Grid step of the fusion weight w chosen on validation.", default=0.05)
+    gbt_max_iter: int = _help("Trees of the gradient-boosted baseline.", default=40)
+    gbt_max_depth: int = _help("Depth of the gradient-boosted baseline's trees.", default=4)
+
+    def __post_init__(self) -> None:
+        if not -1.0 < self.gate_margin < 1.0:
+            raise ConfigError(f"evaluation.gate_margin={self.gate_margin} must be in (-1, 1), e.g. 0.0")
+        if self.champion_model not in CHAMPION_MODELS:
+            raise ConfigError(f"evaluation.champion_model={self.champion_model!r} is unknown;"
+                              f" use one of {', '.join(CHAMPION_MODELS)}")
+        if not 0.0 < self.fusion_weight_step <= 0.5:
+            raise ConfigError(f"evaluation.fusion_weight_step={self.fusion_weight_step} must be in (0, 0.5]")
+        for key in ("gbt_max_iter", "gbt_max_depth"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"evaluation.{key}={getattr(self, key)} must be >= 1")
+
+
+@dataclass
 class MlflowConfig:
     """MLflow tracking and registry (default: a SQLite store under storage.root)."""
 
@@ -173,12 +217,19 @@ class Config:
     identity: str | None = _help("Identity CSV (platform,platform_user_id,user_id) or null.", default=None)
     ingest: IngestConfig = _help("Ingestion behaviour.", default_factory=IngestConfig)
     features: FeaturesConfig = _help("Feature and label windows.", default_factory=FeaturesConfig)
+    teacher: TeacherSettings = _help("Teacher encoder size.", default_factory=TeacherSettings)
+    student: StudentSettings = _help("Student encoder size.", default_factory=StudentSettings)
+    training: TrainSettings = _help("How pretraining, fine-tuning and distillation run.",
+                                    default_factory=TrainSettings)
+    distill: DistillConfig = _help("Knowledge distillation.", default_factory=DistillConfig)
+    evaluation: EvaluationConfig = _help("Baselines, fusion and champion gates.", default_factory=EvaluationConfig)
     mlflow: MlflowConfig = _help("MLflow tracking and registry.", default_factory=MlflowConfig)
     scoring: ScoringConfig = _help("Batch scoring.", default_factory=ScoringConfig)
     publish: PublishConfig = _help("Inventory and ads outputs.", default_factory=PublishConfig)
 
     def __post_init__(self) -> None:
         _validate_feeds(self.platforms, self.ads)
+        _validate_training_platforms(self.training, [p.name for p in self.platforms])
 
     @property
     def platform_names(self) -> list[str]:
@@ -194,6 +245,15 @@ class Config:
     def root(self) -> Path:
         """``storage.root`` as an absolute path."""
         return Path(self.storage.root).resolve()
+
+
+def _validate_training_platforms(training: TrainSettings, names: list[str]) -> None:
+    if not names:
+        return  # no feeds configured yet: nothing to check against
+    for key, value in [("source_platforms", p) for p in training.source_platforms] + [
+            ("target_platform", training.target_platform)]:
+        if value is not None and value not in names:
+            raise ConfigError(f"training.{key}: {value!r} is not a configured platform; use one of {', '.join(names)}")
 
 
 def _validate_feeds(platforms: list[PlatformConfig], ads: list[AdsConfig]) -> None:

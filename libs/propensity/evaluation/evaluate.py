@@ -121,8 +121,13 @@ def _log_plots(name: str, version: str | None, scored: pd.DataFrame) -> None:
 
 def evaluate_model(spark: SparkSession, cfg: Config, name: str, model_uri: str, rows: DataFrame
                    ) -> list[dict[str, Any]]:
-    """Score ``rows`` with one model, log its plots to the active run and return its metric rows."""
+    """Score ``rows`` with one model, log its plots to the active run and return its metric rows.
+
+    A ``models:/name``, ``models:/name/latest`` or ``models:/name@alias`` URI is pinned to the version
+    it points at now, so the rows name exactly the version scored.
+    """
     version = mlflow_utils.resolve_version(cfg, model_uri)
+    model_uri = version.model_uri if version else model_uri
     keep = ["split", "snapshot_date", "platform", *[f"label_{t}" for t in TASKS], *[f"{t}_score" for t in TASKS]]
     scored = score(spark, model_uri, rows).select(*keep).toPandas()
     _log_plots(name, version.version if version else None, scored)

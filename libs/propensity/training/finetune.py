@@ -8,8 +8,12 @@ labels (``training.target_label_fraction`` of them), in the same transfer mode.
 
 The encoder starts from the newest ``propensity pretrain`` output (or
 ``training.init_checkpoint``). Feature normalisation statistics come from the train rows
-and are saved with the model. The result is logged as a pyfunc model and registered as
-``propensity_teacher`` (a new version each run).
+and are saved with the model. Each new head starts as a logistic regression on the
+normalised features (fitted here on a sample of the train rows; the deep part's output
+starts at zero), and the starting point competes with every epoch for "best on validation",
+so the model starts from, and keeps at least on validation, what the features alone give.
+The result is logged as a pyfunc model and registered as ``propensity_teacher`` (a new
+version each run).
 """
 
 from __future__ import annotations
@@ -26,8 +30,14 @@ from pyspark.sql import functions as F
 from propensity.config import Config
 from propensity.errors import PropensityError
 from propensity.training import data, mlflow_utils
-from propensity.training.model import FeatureStats
-from propensity.training.pretrain import TOKENIZER_DIR, Pretrained, latest_pretrained, resolve_checkpoint
+from propensity.training.model import TASKS, FeatureStats
+from propensity.training.pretrain import (
+    TOKENIZER_DIR,
+    Pretrained,
+    check_positions,
+    latest_pretrained,
+    resolve_checkpoint,
+)
 from propensity.training.pyfunc import input_example, log_pyfunc_model
 from propensity.training.settings import ModelSettings, TrainSettings
 from propensity.training.train_fn import ENCODER_DIR, MODEL_DIR, FinetuneJob, MlflowTarget, finetune_fn
@@ -38,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS_FILE = "feature_stats.json"
+#: Rows sampled for the logistic regressions new heads start from.
+LOGISTIC_START_ROWS = 50_000
 
 
 @dataclass
@@ -53,9 +65,11 @@ def find_pretrained(cfg: Config, train: TrainSettings, max_length: int) -> Pretr
     """The newest pretraining output, else ``training.init_checkpoint``.
 
     :raises PropensityError: neither exists.
+    :raises ConfigError: the encoder has fewer positions than ``max_length``.
     """
     latest = latest_pretrained(cfg)
     if latest is not None:
+        check_positions(latest / ENCODER_DIR, max_length, f"the pretrained encoder in {latest}")
         return Pretrained(latest / ENCODER_DIR, latest / TOKENIZER_DIR)
     if train.init_checkpoint:
         return resolve_checkpoint(train.init_checkpoint, max_length)
@@ -66,6 +80,31 @@ def find_pretrained(cfg: Config, train: TrainSettings, max_length: int) -> Pretr
 def labelled(df: DataFrame) -> DataFrame:
     """Rows with at least one known label."""
     return df.where(F.coalesce(*[F.col(c) for c in data.LABEL_COLUMNS]).isNotNull())
+
+
+def logistic_start(rows: DataFrame, stats: FeatureStats, seed: int) -> dict[str, dict[str, Any]]:
+    """Per task, a logistic regression on the normalised features of (a sample of) ``rows``: new heads start
+    as it, so fine-tuning starts from what the features alone give (the wide-and-deep promise).
+    """
+    import torch
+
+    from propensity.training.model import FeatureNormalizer, fit_logistic
+
+    sample = data.sample_rows(rows.select(*stats.columns, *data.LABEL_COLUMNS), LOGISTIC_START_ROWS, seed)
+    frame = sample.toPandas()
+    normalizer = FeatureNormalizer(len(stats.columns))
+    normalizer.set_stats(stats)
+    with torch.no_grad():
+        x = normalizer(torch.tensor(frame[stats.columns].to_numpy(dtype="float32", na_value=float("nan"))))
+    start: dict[str, dict[str, Any]] = {}
+    for task, label in zip(TASKS, data.LABEL_COLUMNS, strict=True):
+        known = frame[label].notna().to_numpy()
+        if known.sum() == 0 or frame.loc[known, label].nunique() < 2:
+            continue
+        y = torch.tensor(frame.loc[known, label].to_numpy(dtype="float64"))
+        weight, bias = fit_logistic(x[torch.from_numpy(known)], y)
+        start[task] = {"weight": weight, "bias": bias}
+    return start
 
 
 def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation: DataFrame | None,
@@ -83,6 +122,7 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
     from propensity.training.distributed import run_distributed
 
     stats = stats or data.feature_stats(rows, feature_columns)
+    wide = None if init_model else logistic_start(rows, stats, train.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats_path = out_dir / STATS_FILE
     stats_path.write_text(stats.to_json())
@@ -97,7 +137,8 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
             out_dir=str(out_dir), epochs=train.epochs, transfer_mode=train.transfer_mode,
             init_encoder=None if init_model else str(start.encoder_dir),
             init_model=str(init_model) if init_model else None, mlflow=target, stage=stage,
-            extra_meta={"max_length": model.max_length, "stage": stage, "encoder_source": str(start.encoder_dir)})
+            extra_meta={"max_length": model.max_length, "stage": stage, "encoder_source": str(start.encoder_dir)},
+            wide_init=wide)
         result = run_distributed(finetune_fn, job, train)
     return FinetuneOutcome(out_dir / MODEL_DIR, stats_path, result)
 

@@ -5,7 +5,8 @@
 - :class:`PropensityModel`: masked-mean-pooled encoder output concatenated with the
   normalised aggregate features feeds one head per task (``purchase``, ``click``, ``churn``);
   each head is an MLP (deep) plus a linear term on the features alone (wide), so the model
-  can represent a logistic regression on the features;
+  can represent a logistic regression on the features, and can start as one
+  (:func:`fit_logistic`, :meth:`PropensityModel.start_from_logistic`);
 - :func:`masked_bce`: binary cross-entropy over the (row, task) entries whose label is known;
 - :func:`mask_tokens`: BERT's 80/10/10 masking for masked-language modelling;
 - :func:`save_model` / :func:`load_model`: a folder with ``model.json`` and ``model.pt``.
@@ -101,6 +102,18 @@ class TaskHead(nn.Module):
                                   nn.Dropout(dropout), nn.Linear(head_hidden_size, 1))
         self.wide = nn.Linear(n_features, 1) if n_features else None
 
+    def start_from_logistic(self, weight: Sequence[float], bias: float) -> None:
+        """Start as a logistic regression on the features: wide part set, deep output zeroed."""
+        if self.wide is None:
+            return
+        out = self.deep[-1]
+        assert isinstance(out, nn.Linear)
+        with torch.no_grad():
+            self.wide.weight.copy_(torch.tensor([list(weight)], dtype=self.wide.weight.dtype))
+            self.wide.bias.fill_(float(bias))
+            out.weight.zero_()
+            out.bias.zero_()
+
     def forward(self, pooled: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(batch,)``."""
         logit = self.deep(torch.cat([pooled, features], dim=1)).squeeze(1)
@@ -150,11 +163,38 @@ class PropensityModel(nn.Module):
             out = self.encoder(input_ids=input_ids.long(), attention_mask=attention_mask.long())
         return mean_pool(out.last_hidden_state, attention_mask)
 
+    def start_from_logistic(self, wide: dict[str, dict[str, Any]]) -> None:
+        """Start each task's head as the logistic regression ``wide[task]`` (``weight``, ``bias``)."""
+        for task, fit in wide.items():
+            head = self.heads[task]
+            assert isinstance(head, TaskHead)
+            head.start_from_logistic(fit["weight"], fit["bias"])
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, len(TASKS))`` from token ids, their mask and the raw features."""
         pooled = self.encode(input_ids, attention_mask)
         feats = self.normalizer(features).to(pooled.dtype)
         return torch.stack([self.heads[t](pooled, feats) for t in TASKS], dim=1)
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, steps: int = 100) -> tuple[list[float], float]:
+    """L2-regularised logistic regression by L-BFGS, scikit-learn's objective
+    ``c * sum(log loss) + ||w||^2 / 2`` (intercept not penalised). Returns ``(weights, intercept)``.
+    """
+    x, y = x.double(), y.double()
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+    n = max(len(y), 1)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + (w @ w) / (2.0 * c * n)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return [float(v) for v in w.detach()], float(b.detach())
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor) -> torch.Tensor:

@@ -69,8 +69,6 @@ def resolve_checkpoint(path: str, max_length: int) -> Pretrained:
 
     :raises ConfigError: it is neither, or has fewer positions than ``teacher.max_length``.
     """
-    from transformers import BertConfig
-
     folder = Path(path)
     key = "training.init_checkpoint"
     ours = Pretrained(folder / ENCODER_DIR, folder / TOKENIZER_DIR)
@@ -80,11 +78,21 @@ def resolve_checkpoint(path: str, max_length: int) -> Pretrained:
                           " give a local folder written by save_pretrained or by `propensity pretrain`")
     if not (found.tokenizer_dir / "tokenizer.json").is_file():
         raise ConfigError(f"{key}={path!r} has no tokenizer.json; the checkpoint's own fast tokenizer is needed")
-    positions = BertConfig.from_pretrained(str(found.encoder_dir)).max_position_embeddings
-    if max_length > positions:
-        raise ConfigError(f"teacher.max_length={max_length} exceeds the {positions} positions of {key}={path!r};"
-                          f" set teacher.max_length <= {positions}")
+    check_positions(found.encoder_dir, max_length, f"{key}={path!r}")
     return found
+
+
+def check_positions(encoder_dir: Path, max_length: int, where: str) -> None:
+    """Make sure the encoder at ``encoder_dir`` has at least ``max_length`` positions.
+
+    :raises ConfigError: it has fewer (``where`` names the encoder in the message).
+    """
+    from transformers import BertConfig
+
+    positions = BertConfig.from_pretrained(str(encoder_dir)).max_position_embeddings
+    if max_length > positions:
+        raise ConfigError(f"teacher.max_length={max_length} exceeds the {positions} positions of {where};"
+                          f" set teacher.max_length <= {positions} or pretrain again")
 
 
 def _prepare_start(texts: DataFrame, model: ModelSettings, train: TrainSettings, out_dir: Path

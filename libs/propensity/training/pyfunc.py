@@ -42,7 +42,15 @@ class PropensityPyfunc(PythonModel):
         self.max_length = 0
 
     def load_context(self, context: Any) -> None:
-        """Load weights and tokenizer once (MLflow calls this when the model is loaded)."""
+        """Load weights and tokenizer once (MLflow calls this when the model is loaded).
+
+        Inside a Spark task (``mlflow.pyfunc.spark_udf``) torch uses one thread: Spark already runs
+        one task per core, and more threads per task made scoring several times slower.
+        """
+        from pyspark import TaskContext
+
+        if TaskContext.get() is not None:
+            torch.set_num_threads(1)
         self.load(Path(context.artifacts["model"]), Path(context.artifacts["tokenizer"]))
 
     def load(self, model_dir: Path, tokenizer_dir: Path) -> PropensityPyfunc:

@@ -93,11 +93,11 @@ class TrainSettings:
     epochs: int = _help("Fine-tuning passes over the labelled train rows.", default=3)
     batch_size: int = _help("Rows per step and process.", default=64)
     learning_rate: float = _help("AdamW learning rate of the encoder.", default=1e-3)
-    head_learning_rate: float = _help("AdamW learning rate of the task heads.", default=2e-3)
+    head_learning_rate: float = _help("AdamW learning rate of the task heads.", default=3e-3)
     weight_decay: float = _help("AdamW weight decay (not applied to biases and LayerNorm).", default=0.01)
     warmup_fraction: float = _help("Fraction of the steps with linear learning-rate warm-up.", default=0.06)
     mask_probability: float = _help("Share of tokens masked for masked-language modelling.", default=0.15)
-    num_processes: int = _help("TorchDistributor processes (one per GPU with use_gpu).", default=1)
+    num_processes: int = _help("TorchDistributor processes (one per GPU with use_gpu).", default=2)
     local_mode: bool = _help("TorchDistributor local mode: processes on the driver; false: Spark barrier tasks.",
                              default=True)
     use_gpu: bool = _help("Train on GPUs (nccl, bf16 autocast); false: CPU with gloo.", default=False)
@@ -118,6 +118,8 @@ class TrainSettings:
     max_pretrain_rows: int = _help("Most texts pretrained on (random sample); 0: all.", default=20000)
     max_eval_rows: int = _help("Most validation rows scored after each epoch; 0: all.", default=5000)
     workers_count: int = _help("petastorm reader threads per process.", default=2)
+    threads_per_process: int = _help("torch CPU threads per training process; 0: CPU cores / processes.",
+                                     default=0)
 
     def __post_init__(self) -> None:
         for key in ("pretrain_epochs", "epochs", "batch_size", "num_processes", "log_every_steps",
@@ -125,10 +127,10 @@ class TrainSettings:
             value = getattr(self, key)
             if value < 1:
                 raise ConfigError(f"training.{key}={value} must be >= 1")
-        for key in ("max_train_rows", "max_pretrain_rows", "max_eval_rows"):
+        for key in ("max_train_rows", "max_pretrain_rows", "max_eval_rows", "threads_per_process"):
             value = getattr(self, key)
             if value < 0:
-                raise ConfigError(f"training.{key}={value} must be >= 0 (0 means all rows)")
+                raise ConfigError(f"training.{key}={value} must be >= 0 (0 means all rows / automatic)")
         for key in ("learning_rate", "head_learning_rate"):
             value = getattr(self, key)
             if not 0.0 < value < 1.0:

@@ -91,6 +91,8 @@ class FinetuneJob:
 
     :param init_model: our model folder to continue from (adapting to a target platform);
         else the encoder comes from ``init_encoder`` (pretrained) or random weights.
+    :param wide_init: per task ``{"weight": [...], "bias": b}`` of a logistic regression on the normalised
+        features: new heads start as that regression (ignored with ``init_model``).
     :param out_dir: rank 0 writes ``out_dir/model`` (weights of the best validation epoch).
     """
 
@@ -109,6 +111,7 @@ class FinetuneJob:
     mlflow: MlflowTarget | None = None
     stage: str = "finetune"
     extra_meta: dict[str, Any] = field(default_factory=dict)
+    wide_init: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -144,7 +147,7 @@ def _init_process(train: TrainSettings) -> _Ctx:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+        torch.set_num_threads(train.threads_per_process or max(1, (os.cpu_count() or 1) // max(1, local_world)))
     owns = False
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if train.use_gpu else "gloo")
@@ -283,7 +286,7 @@ def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Mod
         for epoch in range(epochs):
             wrapped.train()
             total = 0.0
-            epoch_start = time.perf_counter()
+            epoch_start = progress.mark = time.perf_counter()
             for step in range(steps):
                 loss = step_loss(wrapped, next(batches))
                 optimizer.zero_grad(set_to_none=True)
@@ -410,6 +413,8 @@ def _propensity_model(job: FinetuneJob) -> Any:
         config = encoder.config if encoder is not None else BertConfig.from_dict(job.bert_config)
         model = PropensityModel(config, job.feature_columns, job.head_hidden_size, encoder=encoder)
     model.normalizer.set_stats(FeatureStats(**job.feature_stats))
+    if job.wide_init and not job.init_model:
+        model.start_from_logistic(job.wide_init)
     if job.transfer_mode == "head":
         model.freeze_encoder()
     return model
@@ -452,7 +457,7 @@ def selection_score(metrics: dict[str, float]) -> float:
     aucs = [v for k, v in metrics.items() if k.startswith("val_auc_") and math.isfinite(v)]
     if aucs:
         return -float(np.mean(aucs))
-    return metrics.get("val_loss", metrics["train_loss"])
+    return metrics.get("val_loss", metrics.get("train_loss", math.inf))
 
 
 def _finetune_validation(ctx: _Ctx, job: FinetuneJob, model: torch.nn.Module) -> dict[str, float]:
@@ -475,8 +480,8 @@ def _finetune_params(model: Any, train: TrainSettings) -> list[dict[str, Any]]:
 
 
 def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
-    """Fine-tune on labelled rows; rank 0 keeps the epoch with the best mean validation AUC and saves
-    ``out_dir/model``. Returns rank 0's summary."""
+    """Fine-tune on labelled rows; rank 0 keeps the epoch with the best mean validation AUC (the starting
+    point, "epoch 0", included) and saves ``out_dir/model``. Returns rank 0's summary."""
     from transformers.utils import logging as hf_logging
 
     from propensity.training.model import masked_bce, parameter_fingerprint, save_model
@@ -499,7 +504,8 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
             return masked_bce(logits, labels, known)
 
         def end_of_epoch(epoch: int, train_loss: float) -> None:
-            metrics = {"train_loss": train_loss, **_finetune_validation(ctx, job, model)}
+            trained = {"train_loss": train_loss} if math.isfinite(train_loss) else {}
+            metrics = {**trained, **_finetune_validation(ctx, job, model)}
             history.append({"epoch": epoch + 1, **metrics})
             if ctx.rank != 0:
                 return
@@ -510,6 +516,8 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
             if best["state"] is None or score < best["loss"]:
                 best.update(epoch=epoch + 1, loss=score, state=copy.deepcopy(model.state_dict()))
 
+        if job.validation is not None:
+            end_of_epoch(-1, math.nan)  # "epoch 0": the starting point is a candidate too
         progress = _train_epochs(ctx, job, model, job.epochs, _finetune_params(model, job.train), step_loss,
                                  end_of_epoch)
         if job.transfer_mode == "head" and parameter_fingerprint(model.encoder) != before:

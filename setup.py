@@ -12,7 +12,8 @@ def _requirements() -> list[str]:
     return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
 
 
-STAGES = ["generate", "ingest", "features", "score", "publish", "sql"]
+STAGES = ["generate", "ingest", "features", "pretrain", "finetune", "distill", "evaluate", "score", "publish",
+          "sql"]
 
 setup(
     name="propensity",

@@ -51,10 +51,35 @@ def test_platform_list_is_validated_and_indexable() -> None:
     ("ads=[{platform: a, format: criteo, path: x}]", r"ads\[0\].format='criteo' is unknown"),
     ("platforms=[{name: a, format: rees46, events: x, colour: red}]", r"unknown config key platforms\[0\].colour"),
     ("nonsense", r"must look like dotted.key=value"),
+    ("teacher.num_heads=3", r"teacher.hidden_size=128 is not divisible by teacher.num_heads=3"),
+    ("student.max_length=2", r"student.max_length=2 must be in 3..4096"),
+    ("training.transfer_mode=partial", r"training.transfer_mode='partial' is unknown; use one of head, full"),
+    ("distill.alpha=1.5", r"distill.alpha=1.5 must be in \[0, 1\]"),
+    ("distill.temperature=0", r"distill.temperature=0.0 must be > 0"),
+    ("evaluation.fusion_weight_step=0", r"evaluation.fusion_weight_step=0.0 must be in \(0, 0.5\]"),
 ])
 def test_bad_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[override])
+
+
+def test_training_platforms_must_be_configured_platforms() -> None:
+    feeds = "platforms=[{name: shop, format: rees46, events: x}, {name: app, format: taobao, events: y}]"
+    with pytest.raises(ConfigError, match=r"training.target_platform: 'market' is not a configured platform;"
+                                          r" use one of shop, app"):
+        load_config(overrides=[feeds, "training.target_platform=market"])
+    with pytest.raises(ConfigError, match=r"training.target_platform='app' is also in training.source_platforms"):
+        load_config(overrides=[feeds, "training.target_platform=app", "training.source_platforms=[app]"])
+    cfg = load_config(overrides=[feeds, "training.target_platform=app", "training.source_platforms=[shop]"])
+    assert (cfg.training.source_platforms, cfg.training.target_platform) == (["shop"], "app")
+
+
+@pytest.mark.parametrize("overlays", [["conf/databricks.yml"], ["conf/databricks.yml", "conf/gpu.yml"]])
+def test_shipped_overlays_load(overlays: list[str]) -> None:
+    cfg = load_config(overlays)
+    if "conf/gpu.yml" in overlays:
+        assert (cfg.teacher.num_layers, cfg.teacher.hidden_size, cfg.training.use_gpu) == (12, 768, True)
+        assert cfg.student.hidden_size < cfg.teacher.hidden_size
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

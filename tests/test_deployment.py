@@ -51,12 +51,7 @@ def test_daily_scoring_job() -> None:
         "new_cluster"]
 
 
-@pytest.mark.parametrize("job", [
-    pytest.param("train", marks=pytest.mark.xfail(
-        strict=True, raises=KeyError,
-        reason="pretrain/finetune/distill/evaluate entry points land with the training verbs (issues 4 and 5)")),
-    "score_and_publish",
-])
+@pytest.mark.parametrize("job", ["train", "score_and_publish"])
 def test_every_task_calls_an_existing_entry_point_with_catalog_and_schema(job: str) -> None:
     scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
     for task in JOBS[job]["tasks"]:

@@ -20,6 +20,9 @@ from propensity.errors import PropensityError
 
 log = logging.getLogger("propensity")
 
+#: Exit code of ``propensity evaluate`` when a champion gate failed (2 is a user error).
+GATE_FAILED = 3
+
 
 def _global_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -62,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     feat.add_argument("--training-set", action="store_true",
                       help="build every missing snapshot of the training plan (train, validation, test)")
 
+    verbs.add_parser("pretrain", parents=[common],
+                     help="masked-language-model pretraining of the teacher encoder on all platforms")
+    verbs.add_parser("finetune", parents=[common],
+                     help="fine-tune the teacher's purchase/click/churn heads; registers propensity_teacher")
+    verbs.add_parser("distill", parents=[common],
+                     help="distil the student from the teacher; registers propensity_student")
+    verbs.add_parser("evaluate", parents=[common],
+                     help="teacher, student, fusion and baselines into model_evaluations; champion gates")
+
     score = verbs.add_parser("score", parents=[common], help="user_scores for one snapshot date")
     score.add_argument("--snapshot-date", type=_snapshot_date, required=True, help="T (YYYY-MM-DD)")
     score.add_argument("--model-uri", default=None, help="model to use (default scoring.model_uri)")
@@ -84,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument("--root", type=Path, default=Path("var/demo"),
                       help="demo state folder, emptied first (default var/demo)")
+    demo.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=True,
+                      help="run the transfer experiment too (default on)")
     return parser
 
 
@@ -144,6 +158,50 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from propensity.spark import get_spark
+    from propensity.training.pretrain import run_pretrain
+
+    cfg = _config(args)
+    checkpoint = run_pretrain(get_spark(cfg), cfg, cfg.teacher, cfg.training)
+    print(f"pretrained teacher encoder: {checkpoint}")
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from propensity.spark import get_spark
+    from propensity.training.finetune import run_finetune
+
+    cfg = _config(args)
+    version = run_finetune(get_spark(cfg), cfg, cfg.teacher, cfg.training)
+    print(f"registered {version.name} version {version.version} (MLflow run {version.run_id})")
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from propensity.spark import get_spark
+    from propensity.training.distill import run_distill
+
+    cfg = _config(args)
+    version = run_distill(get_spark(cfg), cfg)
+    print(f"registered {version.name} version {version.version} (MLflow run {version.run_id})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from propensity.evaluation.compare import run_evaluate_all
+    from propensity.spark import get_spark
+
+    cfg = _config(args)
+    report = run_evaluate_all(get_spark(cfg), cfg)
+    print(report.format())
+    if report.failed:
+        print(f"propensity evaluate: {len(report.failed)} champion gate(s) failed; the previous @champion stays",
+              file=sys.stderr)
+        return GATE_FAILED
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from propensity.scoring.score import score_path_summary, score_snapshot
     from propensity.spark import get_spark
@@ -185,13 +243,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from propensity.demo import run_demo
 
     return run_demo(args.root, getattr(args, "conf", None), list(getattr(args, "overrides", [])),
-                    users=args.users, days=args.days, seed=args.seed)
+                    users=args.users, days=args.days, seed=args.seed, transfer=args.transfer)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate": _cmd_generate,
     "ingest": _cmd_ingest,
     "features": _cmd_features,
+    "pretrain": _cmd_pretrain,
+    "finetune": _cmd_finetune,
+    "distill": _cmd_distill,
+    "evaluate": _cmd_evaluate,
     "score": _cmd_score,
     "publish": _cmd_publish,
     "sql": _cmd_sql,
@@ -201,7 +263,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 success, 2 user error, 1 unexpected failure)."""
+    """Run the CLI; returns the exit code (0 success, 2 user error, 3 a champion gate failed, 1 unexpected)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -226,5 +288,9 @@ generate_entry = _entry("generate")
 ingest_entry = _entry("ingest")
 features_entry = _entry("features")
 sql_entry = _entry("sql")
+pretrain_entry = _entry("pretrain")
+finetune_entry = _entry("finetune")
+distill_entry = _entry("distill")
+evaluate_entry = _entry("evaluate")
 score_entry = _entry("score")
 publish_entry = _entry("publish")

@@ -23,7 +23,6 @@ import yaml
 from propensity.errors import ConfigError
 from propensity.training.settings import StudentSettings, TeacherSettings, TrainSettings
 
-CHAMPION_MODELS = ("student", "teacher", "fusion")
 EVENT_FORMATS = ("rees46", "taobao", "retailrocket")
 AD_FORMATS = ("taobao_ads",)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -178,8 +177,6 @@ class EvaluationConfig:
 
     gate_margin: float = _help("Test AUC by which a model must beat the best baseline on every task to become"
                                " champion.", default=0.0)
-    champion_model: str = _help("Which model the champion gate promotes: student, teacher or fusion.",
-                                default="student")
     fusion_weight_step: float = _help("Grid step of the fusion weight w chosen on validation.", default=0.05)
     gbt_max_iter: int = _help("Trees of the gradient-boosted baseline.", default=40)
     gbt_max_depth: int = _help("Depth of the gradient-boosted baseline's trees.", default=4)
@@ -187,9 +184,6 @@ class EvaluationConfig:
     def __post_init__(self) -> None:
         if not -1.0 < self.gate_margin < 1.0:
             raise ConfigError(f"evaluation.gate_margin={self.gate_margin} must be in (-1, 1), e.g. 0.0")
-        if self.champion_model not in CHAMPION_MODELS:
-            raise ConfigError(f"evaluation.champion_model={self.champion_model!r} is unknown;"
-                              f" use one of {', '.join(CHAMPION_MODELS)}")
         if not 0.0 < self.fusion_weight_step <= 0.5:
             raise ConfigError(f"evaluation.fusion_weight_step={self.fusion_weight_step} must be in (0, 0.5]")
         for key in ("gbt_max_iter", "gbt_max_depth"):

@@ -1,22 +1,44 @@
-"""``propensity demo``: generated feeds through every stage that exists, then a summary."""
+"""``propensity demo``: generated feeds through every stage, then a summary."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import SparkSession
 
 from propensity.config import Config, load_config, repo_conf_dir
 from propensity.errors import PropensityError
-from propensity.features import ensure_snapshots, plan_snapshots
+from propensity.evaluation.compare import EvaluationReport, run_evaluate_all
+from propensity.features import SnapshotPlan, ensure_snapshots, plan_snapshots
 from propensity.generate import generate_feeds
 from propensity.ingest.pipeline import IngestReport, ingest
+from propensity.scoring.publish import publish
+from propensity.scoring.score import ScoreResult, score_path_summary, score_snapshot
 from propensity.spark import get_spark
 from propensity.sql import render, run_sql
+from propensity.training.distill import run_distill
+from propensity.training.finetune import run_finetune
+from propensity.training.mlflow_utils import tracking_uri
+from propensity.training.pretrain import run_pretrain
+from propensity.training.transfer import run_transfer_experiment
 
 MARKER = ".propensity-demo"
+#: Exit code when no model passed its champion gates, so nothing could be scored.
+GATE_FAILED = 3
+
+
+@dataclass
+class DemoResults:
+    """What the training half of the demo found."""
+
+    evaluation: EvaluationReport
+    transfer: pd.DataFrame | None
 
 
 def _prepare_root(root: Path) -> None:
@@ -36,10 +58,15 @@ def _step(title: str) -> float:
 
 
 def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str], users: int = 2000,
-             days: int = 60, seed: int = 7) -> int:
-    """Generate feeds under ``root``, run the pipeline on them and print a summary; returns the exit code."""
+             days: int = 60, seed: int = 7, transfer: bool = True) -> int:
+    """Generate feeds under ``root``, run every stage on them and print a summary; returns the exit code.
+
+    :param transfer: also run the transfer experiment (head mode, one epoch per arm) on the last platform.
+    """
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # training processes print progress as it happens
     root = root.resolve()
     _prepare_root(root)
+    started = time.perf_counter()
     start = _step(f"generate: {users} people, {days} days, seed {seed}")
     feeds = generate_feeds(root / "feeds", users=users, days=days, seed=seed)
     print(f"feeds in {feeds.out_dir} ({time.perf_counter() - start:.1f}s)")
@@ -63,8 +90,61 @@ def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str]
     print(f"snapshots: train {', '.join(d.isoformat() for d in plan.train)}; validation {plan.validation};"
           f" test {plan.test}")
     _print_label_rates(spark, cfg, seconds)
-    _print_summary(spark, cfg, feeds.config_path)
-    return 0
+
+    results = _train_and_evaluate(spark, cfg, plan, transfer)
+    scored = _score_and_publish(spark, cfg, feeds.end_date)
+    _print_summary(spark, cfg, feeds.config_path, results, scored)
+    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0 if scored is not None else GATE_FAILED
+
+
+def _train_and_evaluate(spark: SparkSession, cfg: Config, plan: SnapshotPlan, transfer: bool) -> DemoResults:
+    start = _step(f"pretrain: teacher encoder ({cfg.teacher.num_layers} x {cfg.teacher.hidden_size}), masked LM"
+                  f" on all platforms, {cfg.training.num_processes} TorchDistributor processes")
+    checkpoint = run_pretrain(spark, cfg, cfg.teacher, cfg.training, plan=plan)
+    print(f"encoder checkpoint {checkpoint} ({time.perf_counter() - start:.0f}s)")
+
+    start = _step("finetune: teacher heads for purchase, click, churn (wide and deep)")
+    teacher = run_finetune(spark, cfg, cfg.teacher, cfg.training, plan=plan)
+    print(f"registered {teacher.name} v{teacher.version} ({time.perf_counter() - start:.0f}s)")
+
+    start = _step(f"distill: student ({cfg.student.num_layers} x {cfg.student.hidden_size}) from the teacher,"
+                  f" alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
+    student = run_distill(spark, cfg, plan=plan)
+    print(f"registered {student.name} v{student.version} ({time.perf_counter() - start:.0f}s)")
+
+    start = _step("evaluate: teacher, student, fusion, baseline_lr, baseline_gbt; champion gates")
+    report = run_evaluate_all(spark, cfg, plan=plan)
+    print(report.format())
+    print(f"({time.perf_counter() - start:.0f}s)")
+
+    table = None
+    if transfer:
+        target = cfg.platform_names[-1]
+        start = _step(f"transfer experiment: adapt to '{target}' with 5%, 20%, 100% of its labels (head mode,"
+                      " 1 epoch per arm) vs target-only")
+        settings = replace(cfg.training, target_platform=target, transfer_mode="head", epochs=1, source_platforms=[])
+        result = run_transfer_experiment(spark, cfg, cfg.teacher, settings)
+        table = result.pivot_table(index=["arm", "fraction"], columns="task", values="auc").round(4)
+        print(table.to_string())
+        print(f"({time.perf_counter() - start:.0f}s)")
+    return DemoResults(report, table)
+
+
+def _score_and_publish(spark: SparkSession, cfg: Config, snapshot_date: date) -> ScoreResult | None:
+    start = _step(f"score: {cfg.scoring.model_uri} at {snapshot_date} (mapInPandas -> MERGE into user_scores)")
+    try:
+        scored = score_snapshot(spark, cfg, snapshot_date)
+    except PropensityError as e:
+        print(f"scoring refused: {e}")
+        return None
+    print(score_path_summary(scored))
+    _step("publish: inventory_demand and ads_audiences")
+    published = publish(spark, cfg, snapshot_date)
+    audiences = ", ".join(f"{k}={v}" for k, v in sorted(published.audience_rows.items())) or "none"
+    print(f"inventory_demand: {published.inventory_rows} rows; ads_audiences: {audiences}"
+          f" ({time.perf_counter() - start:.0f}s with scoring)")
+    return scored
 
 
 def _print_label_rates(spark: SparkSession, cfg: Config, seconds: float) -> None:
@@ -83,19 +163,35 @@ def _print_ingest_rate(report: IngestReport, seconds: float) -> None:
     print(f"ingested {rows} raw event rows in {seconds:.1f}s = {rows / seconds:,.0f} rows/s")
 
 
-def _print_summary(spark: SparkSession, cfg: Config, feed_config: Path) -> None:
+def _print_summary(spark: SparkSession, cfg: Config, feed_config: Path, results: DemoResults,
+                   scored: ScoreResult | None) -> None:
     _step("summary")
+    print(render(run_sql(spark, cfg, "SELECT platform, count(*) AS events, count(DISTINCT user_id) AS users"
+                                     " FROM events GROUP BY platform ORDER BY platform"), "table"))
+    print("\ntest AUC per task (all platforms):")
+    print(results.evaluation.test_auc.to_string(float_format=lambda v: f"{v:.4f}"))
+    if results.transfer is not None:
+        print("\ntransfer experiment (test AUC on the held-out platform):")
+        print(results.transfer.to_string())
+    if scored is not None:
+        print("\n" + score_path_summary(scored))
     queries = [
-        "SELECT platform, event_type, count(*) AS events FROM events GROUP BY platform, event_type"
-        " ORDER BY platform, event_type",
-        "SELECT platform, feed, reason_kind, count(*) AS rows FROM (SELECT platform, feed,"
-        " regexp_extract(reason, '^[a-z /0-9]+', 0) AS reason_kind FROM rejects)"
-        " GROUP BY platform, feed, reason_kind ORDER BY platform, feed, reason_kind",
-        "SELECT linked, count(*) AS accounts, count(DISTINCT user_id) AS users FROM identity_map GROUP BY linked",
+        "SELECT platform, count(*) AS users, round(avg(purchase_score), 3) AS avg_purchase,"
+        " round(avg(click_score), 3) AS avg_click, round(avg(churn_score), 3) AS avg_churn"
+        " FROM user_scores GROUP BY platform ORDER BY platform",
+        "SELECT platform, category, round(expected_buyers, 1) AS expected_buyers FROM inventory_demand"
+        " ORDER BY expected_buyers DESC LIMIT 5",
+        "SELECT audience, platform, count(*) AS users FROM ads_audiences GROUP BY audience, platform"
+        " ORDER BY audience, platform",
+    ] if scored is not None else [
+        "SELECT model_name, task, round(auc, 4) AS test_auc FROM model_evaluations"
+        " WHERE split = 'test' AND platform = 'all' ORDER BY task, model_name",
     ]
     for query in queries:
         print(f"\n$ propensity sql \"{query}\"")
         print(render(run_sql(spark, cfg, query), "table"))
     print(f"\ntables live in database `{cfg.storage.schema}` under {cfg.root / 'warehouse'}")
+    print(f"MLflow runs and registry: {tracking_uri(cfg)}")
+    print(f"  open the UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri(cfg)}  (then http://127.0.0.1:5000)")
     print(f"try: .venv/bin/propensity --conf conf/local.yml --conf {feed_config} --set storage.root={cfg.root}"
-          " sql \"SELECT * FROM ingest_runs\"")
+          " sql \"SELECT * FROM model_evaluations LIMIT 5\"")

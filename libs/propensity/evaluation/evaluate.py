@@ -119,20 +119,35 @@ def _log_plots(name: str, version: str | None, scored: pd.DataFrame) -> None:
                           f"plots/{name}/calibration_{split}.png")
 
 
-def evaluate_model(spark: SparkSession, cfg: Config, name: str, model_uri: str, rows: DataFrame
-                   ) -> list[dict[str, Any]]:
-    """Score ``rows`` with one model, log its plots to the active run and return its metric rows.
+KEYS = ["split", "snapshot_date", "user_id", "platform"]
+SCORED_COLUMNS = [*KEYS, *[f"label_{t}" for t in TASKS], *[f"{t}_score" for t in TASKS]]
+
+
+def score_model(spark: SparkSession, cfg: Config, model_uri: str, rows: DataFrame
+                ) -> tuple[mlflow_utils.RegisteredModelVersion | None, str, pd.DataFrame]:
+    """``(version, pinned URI, scored rows)``: ``rows`` scored by one model, as pandas (``SCORED_COLUMNS``).
 
     A ``models:/name``, ``models:/name/latest`` or ``models:/name@alias`` URI is pinned to the version
-    it points at now, so the rows name exactly the version scored.
+    it points at now, so the results name exactly the version scored.
     """
     version = mlflow_utils.resolve_version(cfg, model_uri)
-    model_uri = version.model_uri if version else model_uri
-    keep = ["split", "snapshot_date", "platform", *[f"label_{t}" for t in TASKS], *[f"{t}_score" for t in TASKS]]
-    scored = score(spark, model_uri, rows).select(*keep).toPandas()
-    _log_plots(name, version.version if version else None, scored)
-    common = {"model_name": name, "model_version": version.version if version else None, "model_uri": model_uri}
+    pinned = version.model_uri if version else model_uri
+    return version, pinned, score(spark, pinned, rows).select(*SCORED_COLUMNS).toPandas()
+
+
+def model_metric_rows(name: str, version: str | None, model_uri: str, scored: pd.DataFrame
+                      ) -> list[dict[str, Any]]:
+    """Metric rows of one model's scored rows (see :func:`metric_rows`); its plots go to the active run."""
+    _log_plots(name, version, scored)
+    common = {"model_name": name, "model_version": version, "model_uri": model_uri}
     return [{**common, **r} for r in metric_rows(scored)]
+
+
+def evaluate_model(spark: SparkSession, cfg: Config, name: str, model_uri: str, rows: DataFrame
+                   ) -> list[dict[str, Any]]:
+    """Score ``rows`` with one model, log its plots to the active run and return its metric rows."""
+    version, pinned, scored = score_model(spark, cfg, model_uri, rows)
+    return model_metric_rows(name, version.version if version else None, pinned, scored)
 
 
 def write_evaluations(spark: SparkSession, cfg: Config, rows: list[dict[str, Any]], run_id: str | None
@@ -147,7 +162,7 @@ def write_evaluations(spark: SparkSession, cfg: Config, rows: list[dict[str, Any
     return df
 
 
-def _log_summary(rows: list[dict[str, Any]]) -> None:
+def log_summary(rows: list[dict[str, Any]]) -> None:
     metrics = {f"{r['model_name']}.{r['split']}.{r['task']}.{k}": r[k]
                for r in rows if r["platform"] == "all" for k in ("auc", "pr_auc", "logloss") if r[k] is not None}
     mlflow.log_metrics(metrics)
@@ -179,7 +194,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, model_uris: dict[str, str],
             rows: list[dict[str, Any]] = []
             for name, uri in model_uris.items():
                 rows += evaluate_model(spark, cfg, name, uri, rows_df)
-            _log_summary(rows)
+            log_summary(rows)
             result = write_evaluations(spark, cfg, rows, run.info.run_id)
     finally:
         rows_df.unpersist()

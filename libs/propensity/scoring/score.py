@@ -97,13 +97,18 @@ _LOADED: dict[str, Any] = {}
 
 
 def _load_once(path: str, threads: int) -> Any:
-    """The pyfunc model at ``path``, loaded at most once per Python worker process."""
+    """The pyfunc model at ``path``, loaded at most once per Python worker process, with ``threads`` torch threads.
+
+    The thread count is set after loading: a model's ``load_context`` may pick its own inside a Spark task.
+    """
     if path not in _LOADED:
         import mlflow
-        import torch
 
-        torch.set_num_threads(threads)
         _LOADED[path] = mlflow.pyfunc.load_model(path)
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     return _LOADED[path]
 
 
@@ -111,16 +116,15 @@ def make_scorer(model: ResolvedModel, threads: int, batch_size: int
                 ) -> Callable[[Iterable[pd.DataFrame]], Iterable[pd.DataFrame]]:
     """The ``mapInPandas`` function: Arrow batches of features in, scores out."""
     path, columns = model.local_path, list(model.input_columns)
+    as_double = {c: "float64" for c in columns if c != "behavior_text"}
 
     def score_batches(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         pyfunc = _load_once(path, threads)
         for batch in batches:
+            inputs = batch[columns].astype(as_double)  # one cast per Arrow batch, not per chunk
             for start in range(0, len(batch), batch_size):
                 chunk = batch.iloc[start:start + batch_size]
-                inputs = chunk[columns].copy()
-                numeric = [c for c in columns if c != "behavior_text"]
-                inputs[numeric] = inputs[numeric].astype("float64")
-                predicted = pyfunc.predict(inputs)
+                predicted = pyfunc.predict(inputs.iloc[start:start + batch_size])
                 out = pd.DataFrame({"user_id": chunk["user_id"].to_numpy(), "platform": chunk["platform"].to_numpy()})
                 for task, column in TASK_COLUMNS.items():
                     out[column] = pd.to_numeric(predicted[task], errors="coerce").to_numpy(dtype="float64")

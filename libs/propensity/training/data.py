@@ -104,14 +104,18 @@ def mlm_frame(tokenized: DataFrame) -> DataFrame:
     return tokenized.select("input_ids", "attention_mask")
 
 
-def finetune_frame(tokenized: DataFrame, feature_columns: Sequence[str]) -> DataFrame:
-    """Token arrays, the raw ``features`` (FLOAT array), ``labels`` (NULL as 0) and ``label_mask`` (1: known)."""
+def finetune_frame(tokenized: DataFrame, feature_columns: Sequence[str],
+                   teacher_logit_columns: Sequence[str] = ()) -> DataFrame:
+    """Token arrays, the raw ``features`` (FLOAT array), ``labels`` (NULL as 0) and ``label_mask`` (1: known);
+    with ``teacher_logit_columns`` (one per task, in task order) also ``teacher_logits`` for distillation."""
     features = F.array(*[F.coalesce(F.col(c).cast("float"), F.lit(float("nan")).cast("float"))
                          for c in feature_columns])
     labels = F.array(*[F.coalesce(F.col(c).cast("float"), F.lit(0.0).cast("float")) for c in LABEL_COLUMNS])
     known = F.array(*[F.when(F.col(c).isNull(), 0.0).otherwise(1.0).cast("float") for c in LABEL_COLUMNS])
+    extra = [F.array(*[F.col(c).cast("float") for c in teacher_logit_columns]).alias("teacher_logits")
+             ] if teacher_logit_columns else []
     return tokenized.select("input_ids", "attention_mask", features.alias("features"), labels.alias("labels"),
-                            known.alias("label_mask"))
+                            known.alias("label_mask"), *extra)
 
 
 def petastorm_cache_url(cfg: Config) -> str:

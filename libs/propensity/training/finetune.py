@@ -77,6 +77,17 @@ def find_pretrained(cfg: Config, train: TrainSettings, max_length: int) -> Pretr
                           " run `propensity pretrain` first or set training.init_checkpoint")
 
 
+def new_encoder_config(model: ModelSettings, tokenizer_dir: Path) -> dict[str, Any]:
+    """The ``BertConfig`` (as a dict) of a new encoder of ``model``'s size over the tokenizer's vocabulary."""
+    from propensity.tokenizer import load_tokenizer
+    from propensity.training.model import bert_config
+
+    tok = load_tokenizer(tokenizer_dir)
+    config = bert_config(len(tok), model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size,
+                         model.max_length, model.dropout, pad_token_id=int(tok.pad_token_id))
+    return dict(config.to_dict())
+
+
 def labelled(df: DataFrame) -> DataFrame:
     """Rows with at least one known label."""
     return df.where(F.coalesce(*[F.col(c) for c in data.LABEL_COLUMNS]).isNotNull())
@@ -110,13 +121,17 @@ def logistic_start(rows: DataFrame, stats: FeatureStats, seed: int) -> dict[str,
 def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation: DataFrame | None,
                    feature_columns: list[str], model: ModelSettings, train: TrainSettings, start: Pretrained,
                    out_dir: Path, *, init_model: Path | None = None, stats: FeatureStats | None = None,
-                   stage: str = "finetune", run_id: str | None = None) -> FinetuneOutcome:
+                   stage: str = "finetune", run_id: str | None = None, from_scratch: bool = False,
+                   distill: dict[str, float] | None = None) -> FinetuneOutcome:
     """Fine-tune on ``rows`` (``training_examples`` columns) through TorchDistributor into ``out_dir``.
 
     :param start: pretrained encoder and tokenizer (the encoder is ignored with ``init_model``).
     :param init_model: a model folder to continue from (second, target-platform step).
     :param stats: normalisation statistics; None: computed on ``rows``.
     :param run_id: MLflow run that rank 0 logs per-epoch metrics to (``<stage>_val_auc_purchase`` ...).
+    :param from_scratch: a new encoder of ``model``'s size with random weights (``start``'s tokenizer);
+        the student.
+    :param distill: ``{"alpha", "temperature"}``: distil from ``rows``' ``teacher_logit_<task>`` columns.
     """
     from propensity.tokenizer import tokenize_column
     from propensity.training.distributed import run_distributed
@@ -126,19 +141,24 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
     out_dir.mkdir(parents=True, exist_ok=True)
     stats_path = out_dir / STATS_FILE
     stats_path.write_text(stats.to_json())
-    frames = [data.finetune_frame(tokenize_column(df, str(start.tokenizer_dir), model.max_length), feature_columns)
+    logits = [f"teacher_logit_{t}" for t in TASKS] if distill else []
+    frames = [data.finetune_frame(tokenize_column(df, str(start.tokenizer_dir), model.max_length), feature_columns,
+                                  logits if df is rows else ())
               if df is not None else None for df in (rows, validation)]
+    init_encoder = None if init_model or from_scratch else str(start.encoder_dir)
+    config = new_encoder_config(model, start.tokenizer_dir) if from_scratch else {}
     target = MlflowTarget(mlflow_utils.tracking_uri(cfg), run_id) if run_id else None
     with data.converters(spark, cfg, frames, train.num_processes, train.seed) as (source, val_source):
         assert source is not None
         job = FinetuneJob(
-            bert_config={}, feature_columns=feature_columns, feature_stats=asdict(stats),
+            bert_config=config, feature_columns=feature_columns, feature_stats=asdict(stats),
             head_hidden_size=model.head_hidden_size, train=train, data=source, validation=val_source,
             out_dir=str(out_dir), epochs=train.epochs, transfer_mode=train.transfer_mode,
-            init_encoder=None if init_model else str(start.encoder_dir),
+            init_encoder=init_encoder,
             init_model=str(init_model) if init_model else None, mlflow=target, stage=stage,
-            extra_meta={"max_length": model.max_length, "stage": stage, "encoder_source": str(start.encoder_dir)},
-            wide_init=wide)
+            extra_meta={"max_length": model.max_length, "stage": stage,
+                        "encoder_source": init_encoder or init_model or "random"},
+            wide_init=wide, distill=distill)
         result = run_distributed(finetune_fn, job, train)
     return FinetuneOutcome(out_dir / MODEL_DIR, stats_path, result)
 

@@ -24,6 +24,10 @@ from propensity.config import Config
 log = logging.getLogger(__name__)
 
 TEACHER_MODEL_NAME = "propensity_teacher"
+STUDENT_MODEL_NAME = "propensity_student"
+FUSION_MODEL_NAME = "propensity_fusion"
+#: Registered-model tag holding the last failed champion gates (written by propensity.evaluation.gates).
+GATE_FAILURE_TAG = "propensity.last_gate_failure"
 _URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+)|/(?P<stage>[A-Za-z]+))?$")
 
 
@@ -112,9 +116,22 @@ def resolve_version(cfg: Config, model_uri: str) -> RegisteredModelVersion | Non
                 raise ValueError(f"model {name!r} has no versions")
             mv = max(versions, key=lambda v: int(v.version))
     except mlflow.exceptions.MlflowException as e:
+        why = _gate_failure(c, name) if match["alias"] else None
+        if why:
+            raise ValueError(f"model URI {model_uri!r} cannot be resolved: no version has alias {match['alias']!r}"
+                             f" because the champion gates failed ({why}); train a better model and run"
+                             " `propensity evaluate` again") from e
         raise ValueError(f"model URI {model_uri!r} cannot be resolved: {e.message}; check the name and"
                          " version with the MLflow UI or run `propensity finetune` first") from e
     return RegisteredModelVersion(name=mv.name, version=str(mv.version), run_id=str(mv.run_id))
+
+
+def _gate_failure(c: MlflowClient, name: str) -> str | None:
+    """The last champion-gate failure recorded on registered model ``name`` (see evaluation.gates), if any."""
+    try:
+        return c.get_registered_model(name).tags.get(GATE_FAILURE_TAG)
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 def log_params(prefix: str, values: dict[str, Any]) -> None:

@@ -207,6 +207,27 @@ def masked_bce(logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Ten
     return (losses * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor,
+                      teacher_logits: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
+    """Knowledge-distillation loss per task, averaged over the entries with ``label_mask`` 1:
+
+    ``alpha * BCE(z, y) + (1 - alpha) * T^2 * BCE(z / T, sigmoid(t / T))`` with ``z`` the student's
+    and ``t`` the teacher's logit. ``T^2`` keeps the soft term's gradient on the scale of the hard
+    one as ``T`` grows (Hinton et al., 2015). Returns 0 (with a gradient) when nothing has a label.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} must be in [0, 1]")
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    z = logits.float()
+    hard = nn.functional.binary_cross_entropy_with_logits(z, labels.float(), reduction="none")
+    soft_targets = torch.sigmoid(teacher_logits.float() / temperature)
+    soft = nn.functional.binary_cross_entropy_with_logits(z / temperature, soft_targets, reduction="none")
+    losses = alpha * hard + (1.0 - alpha) * temperature**2 * soft
+    mask = label_mask.float()
+    return (losses * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: Sequence[int], mask_id: int,
                 vocab_size: int, probability: float, generator: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,6 +33,51 @@ TEXT_COLUMN = "behavior_text"
 PREDICT_BATCH_ROWS = 256
 
 
+class TailEncoder:
+    """:func:`propensity.tokenizer.encode` for one ``max_length``: the same ids and mask, several times faster.
+
+    Truncation keeps the newest (rightmost) tokens and every space-separated word of a text
+    yields at least one token, so only a text's last ``max_length - 2`` words can reach the
+    model; a ``behavior_text`` of 64 events has about 380 words while the models keep 48 or 96
+    tokens. The encoder tokenises only those last words (a cut at a space splits the token
+    sequence there too: the tokenizer splits words on whitespace and normalises characters one
+    by one). A cut text that yields fewer tokens than fit (only possible with empty or odd
+    whitespace-only words) is encoded again whole, so the result always equals ``encode``'s.
+    It calls the Rust tokenizer directly (``encode_batch_fast``: no offsets, no Python dicts).
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        """:param tokenizer: a tokenizer from :func:`propensity.tokenizer.load_tokenizer`."""
+        from tokenizers import Tokenizer
+
+        if max_length < 3:
+            raise ValueError(f"max_length={max_length} must be at least 3 ([CLS], one token, [SEP])")
+        self.max_length = max_length
+        self.keep_words = max_length - 2  # room left by [CLS] and [SEP]
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.enable_truncation(max_length, direction="left")
+        backend.enable_padding(direction="right", length=max_length, pad_id=int(tokenizer.pad_token_id),
+                               pad_token=str(tokenizer.pad_token))
+        self.backend = backend
+
+    def _arrays(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        encodings = self.backend.encode_batch_fast(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(texts), self.max_length)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int32).reshape(len(texts), self.max_length)
+        return ids, mask
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``input_ids`` and ``attention_mask`` (int32, ``(len(texts), max_length)``) of ``texts``."""
+        keep = self.keep_words
+        heads = [t.rsplit(" ", keep)[0] if t.count(" ") >= keep else None for t in texts]
+        tails = [t if head is None else t[len(head) + 1:] for t, head in zip(texts, heads, strict=True)]
+        ids, mask = self._arrays(tails)
+        redo = [i for i, head in enumerate(heads) if head is not None and mask[i, -1] == 0]
+        if redo:
+            ids[redo], mask[redo] = self._arrays([texts[i] for i in redo])
+        return ids, mask
+
+
 class PropensityPyfunc(PythonModel):
     """Scores ``behavior_text`` + features with a :class:`~propensity.training.model.PropensityModel`."""
 
@@ -40,6 +85,7 @@ class PropensityPyfunc(PythonModel):
         self.model: PropensityModel | None = None
         self.tokenizer: Any = None
         self.max_length = 0
+        self.encoder: TailEncoder | None = None
 
     def load_context(self, context: Any) -> None:
         """Load weights and tokenizer once (MLflow calls this when the model is loaded).
@@ -60,6 +106,7 @@ class PropensityPyfunc(PythonModel):
         self.model = load_model(model_dir)
         self.tokenizer = load_tokenizer(tokenizer_dir)
         self.max_length = int(read_model_meta(model_dir)["max_length"])
+        self.encoder = TailEncoder(self.tokenizer, self.max_length)
         return self
 
     @property
@@ -75,9 +122,7 @@ class PropensityPyfunc(PythonModel):
 
         :raises ValueError: a needed column is missing.
         """
-        from propensity.tokenizer import encode
-
-        if self.model is None:
+        if self.model is None or self.encoder is None:
             raise RuntimeError("the model is not loaded yet")
         missing = [c for c in (TEXT_COLUMN, *self.feature_columns) if c not in model_input.columns]
         if missing:
@@ -89,7 +134,7 @@ class PropensityPyfunc(PythonModel):
         with torch.inference_mode():
             for start in range(0, len(texts), PREDICT_BATCH_ROWS):
                 stop = start + PREDICT_BATCH_ROWS
-                ids, mask = encode(self.tokenizer, texts[start:stop], self.max_length)
+                ids, mask = self.encoder(texts[start:stop])
                 logits = self.model(torch.from_numpy(ids), torch.from_numpy(mask),
                                     torch.from_numpy(features[start:stop]))
                 out[start:stop] = torch.sigmoid(logits.float()).numpy()

@@ -94,6 +94,8 @@ class FinetuneJob:
     :param wide_init: per task ``{"weight": [...], "bias": b}`` of a logistic regression on the normalised
         features: new heads start as that regression (ignored with ``init_model``).
     :param out_dir: rank 0 writes ``out_dir/model`` (weights of the best validation epoch).
+    :param distill: ``{"alpha": a, "temperature": T}``: train on
+        :func:`~propensity.training.model.distillation_loss` against the data's ``teacher_logits``.
     """
 
     bert_config: dict[str, Any]
@@ -112,6 +114,7 @@ class FinetuneJob:
     stage: str = "finetune"
     extra_meta: dict[str, Any] = field(default_factory=dict)
     wide_init: dict[str, dict[str, Any]] | None = None
+    distill: dict[str, float] | None = None
 
 
 @dataclass
@@ -484,7 +487,7 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
     point, "epoch 0", included) and saves ``out_dir/model``. Returns rank 0's summary."""
     from transformers.utils import logging as hf_logging
 
-    from propensity.training.model import masked_bce, parameter_fingerprint, save_model
+    from propensity.training.model import distillation_loss, masked_bce, parameter_fingerprint, save_model
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -501,6 +504,10 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
                                                   "label_mask")
             with ctx.autocast():
                 logits = wrapped(ids, mask, feats)
+            if job.distill:
+                (teacher,) = _to(batch, ctx, "teacher_logits")
+                return distillation_loss(logits, labels, known, teacher, job.distill["alpha"],
+                                         job.distill["temperature"])
             return masked_bce(logits, labels, known)
 
         def end_of_epoch(epoch: int, train_loss: float) -> None:

@@ -190,6 +190,12 @@ def test_publish_arithmetic(spark: SparkSession, world: tuple[Config, str, str],
     # (u1 on shop bought for 80; u3 on app is at risk but spent nothing).
     assert audiences == [("churn_risk", "shop", "u1", 0.9, 1), ("high_click", "app", "u3", 0.9, 1)]
     assert result.inventory_rows == 4 and result.audience_rows == {"churn_risk": 1, "high_click": 1}
+    latest = sorted(tuple(r) for r in spark.sql(
+        f"SELECT audience, platform, user_id, score, rank FROM {cfg.table('ads_audiences_latest')}").collect())
+    assert latest == audiences
+    newest = spark.sql(f"SELECT max(snapshot_date) FROM {cfg.table('user_scores')}").first()[0]
+    assert {r[0] for r in spark.sql(f"SELECT snapshot_date FROM {cfg.table('user_scores_latest')}").collect()} == {
+        newest}
 
 
 def test_killed_run_leaves_the_table_at_its_previous_version(spark: SparkSession, tmp_path: Path) -> None:

@@ -151,6 +151,22 @@ def ensure_table(spark: SparkSession, cfg: Config, name: str) -> str:
     return qualified
 
 
+#: Tables with a ``<name>_latest`` view: the rows of the newest ``snapshot_date`` (for analysts and BI tools).
+LATEST_VIEWS = ("user_scores", "inventory_demand", "ads_audiences")
+
+
+def ensure_latest_view(spark: SparkSession, cfg: Config, name: str) -> str:
+    """Create the view ``<name>_latest`` (rows of ``name``'s newest snapshot) if missing; returns its name."""
+    if name not in LATEST_VIEWS:
+        raise ValueError(f"no latest view for table {name!r}; tables with one: {', '.join(LATEST_VIEWS)}")
+    table = cfg.table(name)
+    view = cfg.table(f"{name}_latest")
+    if not spark.catalog.tableExists(view.replace("`", "")):
+        spark.sql(f"CREATE VIEW IF NOT EXISTS {view} COMMENT 'Rows of {name} for its newest snapshot_date.'"
+                  f" AS SELECT * FROM {table} WHERE snapshot_date = (SELECT max(snapshot_date) FROM {table})")
+    return view
+
+
 def require_table(spark: SparkSession, cfg: Config, name: str, made_by: str) -> str:
     """Qualified name of an existing table, or a :class:`TableNotFoundError` naming the stage to run."""
     qualified = cfg.table(name)

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from propensity.config import Config
 from propensity.errors import PropensityError
-from propensity.tables import BEHAVIOUR_EVENT_TYPES, ensure_table, require_table
+from propensity.tables import BEHAVIOUR_EVENT_TYPES, LATEST_VIEWS, ensure_latest_view, ensure_table, require_table
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,8 @@ def publish(spark: SparkSession, cfg: Config, snapshot_date: date) -> PublishRes
     for name, df in (("inventory_demand", demand), ("ads_audiences", audiences)):
         table = ensure_table(spark, cfg, name)
         df.writeTo(table).overwrite(F.col("snapshot_date") == F.lit(snapshot_date))
+    for name in LATEST_VIEWS:
+        ensure_latest_view(spark, cfg, name)
     counts = {r["audience"]: r["count"] for r in audiences.groupBy("audience").count().collect()}
     result = PublishResult(demand.count(), counts)
     demand.unpersist()

@@ -51,3 +51,25 @@ def test_missing_feed_file_and_sql_json(tmp_path: Path) -> None:
                   tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{"x": 1, "y": "a"}, {"x": 2, "y": None}]
+
+
+def test_config_verb_prints_the_resolved_config_and_keys(tmp_path: Path) -> None:
+    import yaml
+
+    result = _run(["--set", "distill.alpha=0.7", "--set", "training.epochs=5", "config"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["distill"]["alpha"] == 0.7 and resolved["training"]["epochs"] == 5
+    assert resolved["teacher"]["hidden_size"] == 128
+    keys = _run(["config", "--keys"], tmp_path)
+    lines = {line.split()[0]: line for line in keys.stdout.splitlines()}
+    assert "Weight of the hard-label loss" in lines["distill.alpha"]
+    assert "evaluation.gate_margin" in lines
+
+
+def test_training_verb_before_ingest_is_one_line(tmp_path: Path) -> None:
+    result = _run(["--set", f"storage.root={tmp_path / 'state'}", "distill"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("propensity distill: error: table ")
+    assert "run `propensity ingest` first" in result.stderr
+    assert "Traceback" not in result.stderr

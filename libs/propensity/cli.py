@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="serve the tables over JDBC/ODBC (Spark Thrift server, HiveServer2 protocol)")
     server.add_argument("--port", type=int, default=10000, help="TCP port on localhost (default 10000)")
 
+    conf = verbs.add_parser("config", parents=[common], help="print the resolved configuration")
+    conf.add_argument("--keys", action="store_true", help="list every config key with its help text instead")
+
     demo = verbs.add_parser("demo", parents=[common], help="generate data and run the pipeline end to end")
     demo.add_argument("--users", type=int, default=2000, help="number of people (default 2000)")
     demo.add_argument("--days", type=int, default=60, help="days of history (default 60)")
@@ -239,6 +242,21 @@ def _cmd_sql_server(args: argparse.Namespace) -> int:
     return serve(_config(args), args.port)
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import yaml
+
+    from propensity.config import describe
+
+    if args.keys:
+        for key, text in describe():
+            print(f"{key:40s} {text}")
+        return 0
+    print(yaml.safe_dump(dataclasses.asdict(_config(args)), sort_keys=False, default_flow_style=False), end="")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from propensity.demo import run_demo
 
@@ -258,6 +276,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "publish": _cmd_publish,
     "sql": _cmd_sql,
     "sql-server": _cmd_sql_server,
+    "config": _cmd_config,
     "demo": _cmd_demo,
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -288,11 +289,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    _quiet_libraries(verbose=getattr(args, "verbose", False))
     try:
         return COMMANDS[args.verb](args)
     except PropensityError as e:
         print(f"propensity {args.verb}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep progress readable: no download progress bars, and library chatter only with ``-v``."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not verbose:
+        # petastorm logs every cache materialisation; mlflow.pyfunc warns about env_manager="local" on each
+        # spark_udf, which is intended here (the cluster runs the same environment as the driver).
+        for name in ("petastorm", "mlflow.pyfunc", "mlflow.models"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _entry(verb: str) -> Callable[[], None]:

@@ -24,13 +24,11 @@ from propensity.spark import get_spark
 from propensity.sql import render, run_sql
 from propensity.training.distill import run_distill
 from propensity.training.finetune import run_finetune
-from propensity.training.mlflow_utils import tracking_uri
+from propensity.training.mlflow_utils import STUDENT_MODEL_NAME, tracking_uri
 from propensity.training.pretrain import run_pretrain
 from propensity.training.transfer import run_transfer_experiment
 
 MARKER = ".propensity-demo"
-#: Exit code when no model passed its champion gates, so nothing could be scored.
-GATE_FAILED = 3
 
 
 @dataclass
@@ -92,10 +90,10 @@ def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str]
     _print_label_rates(spark, cfg, seconds)
 
     results = _train_and_evaluate(spark, cfg, plan, transfer)
-    scored = _score_and_publish(spark, cfg, feeds.end_date)
+    scored = _score_and_publish(spark, cfg, feeds.end_date, results.evaluation)
     _print_summary(spark, cfg, feeds.config_path, results, scored)
     print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min")
-    return 0 if scored is not None else GATE_FAILED
+    return 0
 
 
 def _train_and_evaluate(spark: SparkSession, cfg: Config, plan: SnapshotPlan, transfer: bool) -> DemoResults:
@@ -131,13 +129,17 @@ def _train_and_evaluate(spark: SparkSession, cfg: Config, plan: SnapshotPlan, tr
     return DemoResults(report, table)
 
 
-def _score_and_publish(spark: SparkSession, cfg: Config, snapshot_date: date) -> ScoreResult | None:
-    start = _step(f"score: {cfg.scoring.model_uri} at {snapshot_date} (mapInPandas -> MERGE into user_scores)")
-    try:
-        scored = score_snapshot(spark, cfg, snapshot_date)
-    except PropensityError as e:
-        print(f"scoring refused: {e}")
-        return None
+def _score_and_publish(spark: SparkSession, cfg: Config, snapshot_date: date, evaluation: EvaluationReport
+                       ) -> ScoreResult:
+    """Score with ``scoring.model_uri`` (the champion); with no champion, with the newest student, said loudly."""
+    model_uri = cfg.scoring.model_uri
+    if evaluation.failed and not any(evaluation.promoted.values()):
+        model_uri = f"models:/{STUDENT_MODEL_NAME}/{evaluation.versions[STUDENT_MODEL_NAME]}"
+        print(f"\nNOTE: no model passed its champion gates, so there is no @champion and `propensity score` with"
+              f" the default {cfg.scoring.model_uri} refuses. To show the rest of the pipeline the demo scores"
+              f" with the newest, unpromoted student ({model_uri}); a scheduled job would stop here.")
+    start = _step(f"score: {model_uri} at {snapshot_date} (mapInPandas -> MERGE into user_scores)")
+    scored = score_snapshot(spark, cfg, snapshot_date, model_uri)
     print(score_path_summary(scored))
     _step("publish: inventory_demand and ads_audiences")
     published = publish(spark, cfg, snapshot_date)
@@ -164,28 +166,28 @@ def _print_ingest_rate(report: IngestReport, seconds: float) -> None:
 
 
 def _print_summary(spark: SparkSession, cfg: Config, feed_config: Path, results: DemoResults,
-                   scored: ScoreResult | None) -> None:
+                   scored: ScoreResult) -> None:
     _step("summary")
     print(render(run_sql(spark, cfg, "SELECT platform, count(*) AS events, count(DISTINCT user_id) AS users"
                                      " FROM events GROUP BY platform ORDER BY platform"), "table"))
     print("\ntest AUC per task (all platforms):")
     print(results.evaluation.test_auc.to_string(float_format=lambda v: f"{v:.4f}"))
+    champions = [name for name, ok in results.evaluation.promoted.items() if ok]
+    print("@champion now: " + (", ".join(champions) if champions else
+                               "none (gates failed: " + "; ".join(g.describe() for g in results.evaluation.failed)
+                               + ")"))
     if results.transfer is not None:
         print("\ntransfer experiment (test AUC on the held-out platform):")
         print(results.transfer.to_string())
-    if scored is not None:
-        print("\n" + score_path_summary(scored))
+    print("\n" + score_path_summary(scored))
     queries = [
         "SELECT platform, count(*) AS users, round(avg(purchase_score), 3) AS avg_purchase,"
         " round(avg(click_score), 3) AS avg_click, round(avg(churn_score), 3) AS avg_churn"
-        " FROM user_scores GROUP BY platform ORDER BY platform",
-        "SELECT platform, category, round(expected_buyers, 1) AS expected_buyers FROM inventory_demand"
+        " FROM user_scores_latest GROUP BY platform ORDER BY platform",
+        "SELECT platform, category, round(expected_buyers, 1) AS expected_buyers FROM inventory_demand_latest"
         " ORDER BY expected_buyers DESC LIMIT 5",
-        "SELECT audience, platform, count(*) AS users FROM ads_audiences GROUP BY audience, platform"
+        "SELECT audience, platform, count(*) AS users FROM ads_audiences_latest GROUP BY audience, platform"
         " ORDER BY audience, platform",
-    ] if scored is not None else [
-        "SELECT model_name, task, round(auc, 4) AS test_auc FROM model_evaluations"
-        " WHERE split = 'test' AND platform = 'all' ORDER BY task, model_name",
     ]
     for query in queries:
         print(f"\n$ propensity sql \"{query}\"")

@@ -408,8 +408,11 @@ def test_plan_from_range() -> None:
                           date(2026, 2, 2), date(2026, 2, 9)]
     assert plan.all() == [*plan.train, plan.validation, plan.test]
     assert plan.split_of(date(2026, 2, 9)) == "train" and plan.split_of(plan.test) == "test"
-    assert plan_from_range(date(2026, 1, 1), date(2026, 3, 1), week, step_days=14, max_train=2).train == [
+    fortnight = FeaturesConfig(churn_horizon_days=7, lookback_days=3, snapshot_step_days=14, max_train_snapshots=2)
+    assert plan_from_range(date(2026, 1, 1), date(2026, 3, 1), fortnight).train == [
         date(2026, 1, 12), date(2026, 1, 26)]
+    longer_history = FeaturesConfig(min_history_days=14)
+    assert plan_from_range(date(2026, 1, 1), date(2026, 3, 1), longer_history).train == [date(2026, 1, 17)]
     with pytest.raises(PropensityError, match="at least 51 days"):
         plan_from_range(date(2026, 1, 1), date(2026, 2, 19), f)
     assert plan_from_range(date(2026, 1, 1), date(2026, 2, 20), f).train == [date(2026, 1, 8)]

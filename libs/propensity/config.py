@@ -110,13 +110,20 @@ class FeaturesConfig:
     click_horizon_days: int = _help("Ad click label horizon, in days.", default=7)
     churn_horizon_days: int = _help("Churn label horizon, in days.", default=30)
     max_sequence_events: int = _help("Most recent events kept in behavior_text.", default=64)
+    snapshot_step_days: int = _help("Days between the training plan's snapshot dates (train, validation, test).",
+                                    default=7)
+    min_history_days: int = _help("Days of events (capped at lookback_days) a train snapshot needs before it.",
+                                  default=7)
+    max_train_snapshots: int = _help("Newest train snapshots kept in the plan; 0: all.", default=0)
 
     def __post_init__(self) -> None:
         for key in ("lookback_days", "purchase_horizon_days", "click_horizon_days", "churn_horizon_days",
-                    "max_sequence_events"):
+                    "max_sequence_events", "snapshot_step_days", "min_history_days"):
             value = getattr(self, key)
             if value < 1:
                 raise ConfigError(f"features.{key}={value} must be >= 1")
+        if self.max_train_snapshots < 0:
+            raise ConfigError(f"features.max_train_snapshots={self.max_train_snapshots} must be >= 0 (0: all)")
 
 
 @dataclass

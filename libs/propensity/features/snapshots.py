@@ -1,12 +1,12 @@
 """Training-set assembly: which snapshot dates to train, validate and test on.
 
-Dates lie on a grid of ``SNAPSHOT_STEP_DAYS`` (weekly) anchored at the **test** date,
+Dates lie on a grid of ``features.snapshot_step_days`` (weekly) anchored at the **test** date,
 the latest T whose longest label horizon is complete:
 ``T + max(horizons) <= last event date + 1 day`` (events of the last date run up to
 its midnight). ``validation`` is one step earlier; ``train`` holds every earlier grid
-date that still has at least ``min(lookback_days, MIN_HISTORY_DAYS)`` days of events
+date that still has at least ``min(lookback_days, min_history_days)`` days of events
 before it (``T - that >= first event date``), oldest first, at most
-``MAX_TRAIN_SNAPSHOTS`` of the newest (None: all). A week of history is enough for a
+``max_train_snapshots`` of the newest (0: all). A week of history is enough for a
 useful sequence, while demanding the full lookback would leave short histories (the
 60-day demo) with no train snapshot at all; early snapshots simply see fewer events.
 
@@ -31,12 +31,6 @@ from propensity.tables import require_table
 
 log = logging.getLogger(__name__)
 
-#: Days between consecutive snapshot dates (proposed config key ``features.snapshot_step_days``).
-SNAPSHOT_STEP_DAYS = 7
-#: History (days, capped at lookback_days) a train snapshot needs (proposed ``features.min_history_days``).
-MIN_HISTORY_DAYS = 7
-#: Newest train snapshots kept; None keeps all (proposed ``features.max_train_snapshots``, 0 = all).
-MAX_TRAIN_SNAPSHOTS: int | None = None
 #: Snapshots built per Delta commit by :func:`ensure_snapshots` (bounds the size of one query plan).
 SNAPSHOTS_PER_COMMIT = 8
 
@@ -67,23 +61,18 @@ class SnapshotPlan:
         raise ValueError(f"snapshot date {snapshot_date.isoformat()} is not in the plan {self}")
 
 
-def plan_from_range(first_day: date, last_day: date, features: FeaturesConfig,
-                    step_days: int = SNAPSHOT_STEP_DAYS, min_history_days: int = MIN_HISTORY_DAYS,
-                    max_train: int | None = MAX_TRAIN_SNAPSHOTS) -> SnapshotPlan:
+def plan_from_range(first_day: date, last_day: date, features: FeaturesConfig) -> SnapshotPlan:
     """The snapshot plan for events dated ``first_day`` .. ``last_day`` (see the module docstring).
 
     :param first_day: first event date.
     :param last_day: last event date.
-    :param features: the ``features`` config section (lookback and horizons).
-    :param step_days: days between snapshot dates.
-    :param min_history_days: history a train snapshot needs, capped at ``lookback_days``.
-    :param max_train: keep at most this many (newest) train dates; None keeps all.
+    :param features: the ``features`` config section (lookback, horizons, snapshot grid).
     :raises PropensityError: the range is too short for one train, one validation and one test date.
     """
-    if step_days < 1:
-        raise ValueError(f"step_days={step_days} must be >= 1")
+    step_days = features.snapshot_step_days
+    max_train = features.max_train_snapshots or None
     horizon = max(features.purchase_horizon_days, features.click_horizon_days, features.churn_horizon_days)
-    history = min(features.lookback_days, min_history_days)
+    history = min(features.lookback_days, features.min_history_days)
     test = last_day + timedelta(days=1 - horizon)
     earliest = first_day + timedelta(days=history)
     step = timedelta(days=step_days)

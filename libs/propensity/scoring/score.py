@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -114,21 +115,28 @@ def _load_once(path: str, threads: int) -> Any:
 
 def make_scorer(model: ResolvedModel, threads: int, batch_size: int
                 ) -> Callable[[Iterable[pd.DataFrame]], Iterable[pd.DataFrame]]:
-    """The ``mapInPandas`` function: Arrow batches of features in, scores out."""
+    """The ``mapInPandas`` function: Arrow batches of features in, scores out.
+
+    Per Arrow batch: the inputs are cast once, the model is called on ``batch_size`` rows at a
+    time, and the scores go back as one frame (one Arrow batch back, not one per model call).
+    """
     path, columns = model.local_path, list(model.input_columns)
     as_double = {c: "float64" for c in columns if c != "behavior_text"}
 
     def score_batches(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         pyfunc = _load_once(path, threads)
         for batch in batches:
-            inputs = batch[columns].astype(as_double)  # one cast per Arrow batch, not per chunk
+            inputs = batch[columns].astype(as_double)
+            scores = np.empty((len(batch), len(TASK_COLUMNS)), dtype="float64")
             for start in range(0, len(batch), batch_size):
-                chunk = batch.iloc[start:start + batch_size]
                 predicted = pyfunc.predict(inputs.iloc[start:start + batch_size])
-                out = pd.DataFrame({"user_id": chunk["user_id"].to_numpy(), "platform": chunk["platform"].to_numpy()})
-                for task, column in TASK_COLUMNS.items():
-                    out[column] = pd.to_numeric(predicted[task], errors="coerce").to_numpy(dtype="float64")
-                yield out
+                for i, task in enumerate(TASK_COLUMNS):
+                    scores[start:start + batch_size, i] = pd.to_numeric(predicted[task], errors="coerce").to_numpy(
+                        dtype="float64")
+            out = pd.DataFrame({"user_id": batch["user_id"].to_numpy(), "platform": batch["platform"].to_numpy()})
+            for i, column in enumerate(TASK_COLUMNS.values()):
+                out[column] = scores[:, i]
+            yield out
 
     return score_batches
 

@@ -33,21 +33,43 @@ TEXT_COLUMN = "behavior_text"
 PREDICT_BATCH_ROWS = 256
 
 
+#: Pre-tokenizers that split words at every space, so cutting a text at a space cuts its tokens there too.
+_SPACE_SPLITTING = ("WhitespaceSplit", "Whitespace", "BertPreTokenizer")
+#: Normalizers that map characters one by one (nothing is merged across a space).
+_PER_CHARACTER = ("NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "BertNormalizer")
+#: Our tokenizer's normaliser (see :func:`propensity.tokenizer.train_tokenizer`): on ASCII text, ``str.lower``.
+_NFKC_LOWERCASE = {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]}
+
+
+def _per_character(normalizer: dict[str, Any] | None) -> bool:
+    if normalizer is None:
+        return True
+    if normalizer.get("type") == "Sequence":
+        return all(_per_character(n) for n in normalizer.get("normalizers", []))
+    return normalizer.get("type") in _PER_CHARACTER
+
+
 class TailEncoder:
     """:func:`propensity.tokenizer.encode` for one ``max_length``: the same ids and mask, several times faster.
 
-    Truncation keeps the newest (rightmost) tokens and every space-separated word of a text
-    yields at least one token, so only a text's last ``max_length - 2`` words can reach the
-    model; a ``behavior_text`` of 64 events has about 380 words while the models keep 48 or 96
-    tokens. The encoder tokenises only those last words (a cut at a space splits the token
-    sequence there too: the tokenizer splits words on whitespace and normalises characters one
-    by one). A cut text that yields fewer tokens than fit (only possible with empty or odd
-    whitespace-only words) is encoded again whole, so the result always equals ``encode``'s.
-    It calls the Rust tokenizer directly (``encode_batch_fast``: no offsets, no Python dicts).
+    * Truncation keeps the newest (rightmost) tokens and every space-separated word of a text
+      yields at least one token, so only a text's last ``max_length - 2`` words can reach the
+      model; a ``behavior_text`` of 64 events has about 380 words, the models keep 48 or 96
+      tokens. Only those last words are tokenised: a cut at a space cuts the tokens there too
+      (the pre-tokenizer splits at spaces and the normaliser works character by character;
+      other tokenizers are not cut). A cut text that yields fewer tokens than fit (possible
+      only with empty or whitespace-only words) is encoded again whole.
+    * Our normaliser, NFKC then lower-case, is ``str.lower`` on ASCII text: ASCII texts are
+      lower-cased in Python and tokenised without the (slow) Rust normaliser.
+    * The Rust tokenizer is called directly (``encode_batch_fast``: no offsets, no Python dicts).
+
+    The ids and mask always equal ``encode``'s (``tests/test_scoring.py`` checks it).
     """
 
     def __init__(self, tokenizer: Any, max_length: int) -> None:
         """:param tokenizer: a tokenizer from :func:`propensity.tokenizer.load_tokenizer`."""
+        import json
+
         from tokenizers import Tokenizer
 
         if max_length < 3:
@@ -59,17 +81,39 @@ class TailEncoder:
         backend.enable_padding(direction="right", length=max_length, pad_id=int(tokenizer.pad_token_id),
                                pad_token=str(tokenizer.pad_token))
         self.backend = backend
+        spec = json.loads(backend.to_str())
+        self.cut = (spec.get("pre_tokenizer") or {}).get("type") in _SPACE_SPLITTING and _per_character(
+            spec.get("normalizer"))
+        self.ascii_backend: Any = None
+        if spec.get("normalizer") == _NFKC_LOWERCASE:
+            self.ascii_backend = Tokenizer.from_str(backend.to_str())
+            self.ascii_backend.normalizer = None
 
     def _arrays(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        encodings = self.backend.encode_batch_fast(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(texts), self.max_length)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int32).reshape(len(texts), self.max_length)
+        """Ids and mask of ``texts``, the ASCII ones through the normaliser-free tokenizer."""
+        n, length = len(texts), self.max_length
+        encodings: list[Any]
+        if self.ascii_backend is None:
+            encodings = self.backend.encode_batch_fast(texts)
+        else:
+            ascii_rows = [i for i, t in enumerate(texts) if t.isascii()]
+            other_rows = [i for i, t in enumerate(texts) if not t.isascii()]
+            encodings = [None] * n
+            done = self.ascii_backend.encode_batch_fast([texts[i].lower() for i in ascii_rows])
+            if other_rows:
+                done += self.backend.encode_batch_fast([texts[i] for i in other_rows])
+            for i, encoding in zip(ascii_rows + other_rows, done, strict=True):
+                encodings[i] = encoding
+        ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(n, length)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int32).reshape(n, length)
         return ids, mask
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``input_ids`` and ``attention_mask`` (int32, ``(len(texts), max_length)``) of ``texts``."""
+        if not self.cut:
+            return self._arrays(texts)
         keep = self.keep_words
-        heads = [t.rsplit(" ", keep)[0] if t.count(" ") >= keep else None for t in texts]
+        heads = [parts[0] if len(parts) > keep else None for parts in (t.rsplit(" ", keep) for t in texts)]
         tails = [t if head is None else t[len(head) + 1:] for t, head in zip(texts, heads, strict=True)]
         ids, mask = self._arrays(tails)
         redo = [i for i, head in enumerate(heads) if head is not None and mask[i, -1] == 0]

@@ -1,0 +1,454 @@
+"""Scoring throughput benchmark (issue 6, DESIGN section 9): rows/s of three ways to score the same rows.
+
+Self-contained: no feeds, no trained models. It trains a WordPiece tokenizer on synthetic
+``behavior_text`` lines, builds a teacher and a student with **random weights** at the
+config's ``teacher`` / ``student`` sizes (throughput does not depend on the weights),
+registers both in a temporary MLflow registry, and scores N synthetic users (a cached Spark
+DataFrame, counted before any timing) with
+
+* ``scoring``: our job's path, :func:`propensity.scoring.score.score_features` (``mapInPandas``);
+* ``spark_udf``: ``mlflow.pyfunc.spark_udf`` on the same registered model version;
+* ``torch_loop``: the ceiling, a plain loop in this process, no Spark: tokenise a batch, run
+  the network, next batch, with ``torch.set_num_threads`` = Spark's task slots x torch
+  threads per worker (the same total threads as the Spark paths).
+
+Each method first runs once over all the rows as a warm-up (models loaded in every Python
+worker, buffers and kernels made); then ``rounds`` timed runs over the same rows follow, the
+methods taking turns, and the best round counts (the slowest is shown too: the spread is the
+machine's noise). Both Spark paths are forced with a ``noop`` write of all their output
+columns. Afterwards the three ways score the same 512 rows and their scores are compared, so
+each really ran the model. A profile (microseconds per row, one thread) shows where the time
+goes. By default the teacher is measured through ``scoring`` and ``torch_loop`` only
+(``full=True`` adds its ``spark_udf`` run).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from propensity.config import Config
+from propensity.features import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES
+from propensity.scoring.score import ResolvedModel, resolve_model, score_features, worker_threads
+from propensity.training.model import TASKS, FeatureStats, PropensityModel, bert_config, save_model
+from propensity.training.settings import ModelSettings
+
+#: The three ways of scoring the same rows (see the module docstring).
+METHODS = ("scoring", "spark_udf", "torch_loop")
+ROLES = ("student", "teacher")
+#: Registered model names used in the benchmark's own (temporary) MLflow registry.
+MODEL_NAMES = {"teacher": "bench_teacher", "student": "bench_student"}
+RESULT_TYPE = ", ".join(f"{t} double" for t in TASKS)
+
+_PLATFORMS = ("shop", "app", "market")
+_EVENT_TYPES = ("view",) * 8 + ("cart", "cart", "remove_from_cart", "favorite", "purchase", "ad_impression",
+                                  "ad_impression", "ad_click")
+_GAPS = ("+1m", "+5m", "+10m", "+30m", "+1h", "+2h", "+6h", "+12h", "+1d", "+2d", "+4d", "+1w", "+2w", "+4w")
+_DEPARTMENTS = ("electronics", "appliances", "computers", "furniture", "apparel", "sport", "kids", "auto",
+                "construction", "accessories", "medicine", "country_yard", "stationery", "beauty")
+_KINDS = ("smartphone", "headphone", "tv", "clocks", "kitchen.refrigerators", "environment.vacuum", "notebook",
+          "desktop", "living_room.sofa", "bedroom.bed", "shoes", "shirt", "bicycle", "toys", "car.radar",
+          "tools.drill", "bag", "lotion", "pen", "watch")
+_BRANDS = ("samsung", "apple", "xiaomi", "huawei", "lg", "sony", "bosch", "lenovo", "acer", "asus", "nike", "adidas",
+           "lego", "philips", "indesit", "respect", "oasis", "ikea", "makita", "casio")
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One benchmark model: its local folders, registry URI and the version the scoring job resolved."""
+
+    role: str
+    model_dir: Path
+    tokenizer_dir: Path
+    max_length: int
+    uri: str
+    resolved: ResolvedModel
+
+
+@dataclass
+class Measurement:
+    """One method with one model: the rows scored and the seconds of each timed run (rounds)."""
+
+    role: str
+    method: str
+    rows: int
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        """Throughput of the best (fastest) timed run, in rows per second."""
+        return self.rows / min(self.seconds) if min(self.seconds) > 0 else math.inf
+
+    @property
+    def slowest_rows_per_s(self) -> float:
+        """Throughput of the slowest timed run (shows the noise between rounds)."""
+        return self.rows / max(self.seconds) if max(self.seconds) > 0 else math.inf
+
+
+@dataclass
+class BenchResult:
+    """Everything one run measured: throughputs, the per-row profile and the cross-checks."""
+
+    users: int
+    total_threads: int
+    measurements: list[Measurement] = field(default_factory=list)
+    #: (role, step) -> microseconds per row, one thread.
+    profile: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: role -> largest absolute score difference between the methods on the same 512 rows.
+    max_score_diff: dict[str, float] = field(default_factory=dict)
+    #: Rows the profile was measured on.
+    profile_rows: int = 0
+
+    def get(self, role: str, method: str) -> Measurement:
+        """The measurement of ``method`` with the ``role`` model.
+
+        :raises KeyError: that pair was not measured.
+        """
+        for m in self.measurements:
+            if m.role == role and m.method == method:
+                return m
+        raise KeyError(f"no measurement for {role} / {method}")
+
+    def rate(self, role: str, method: str) -> float:
+        """Rows/s of ``method`` with the ``role`` model (its best round)."""
+        return self.get(role, method).rows_per_s
+
+
+# ------------------------------------------------------------------------------------------------ synthetic data
+
+
+def _vocabulary(rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """Category and brand words like the real feeds': dotted paths, numeric ids (``c…``, ``b…``)."""
+    categories = [f"{d}.{k}" for d in _DEPARTMENTS for k in _KINDS]
+    categories += [f"c{v}" for v in rng.integers(10**6, 10**7, size=300)]
+    brands = list(_BRANDS) + [f"b{v}" for v in rng.integers(100, 100_000, size=300)]
+    brands += [f"{a}{b}" for a in ("nova", "terra", "lumi", "vex", "ora") for b in ("tek", "line", "home", "fit")]
+    return categories, brands
+
+
+def _event_pool(rng: np.random.Generator, size: int) -> np.ndarray:
+    """``size`` event phrases ``GAP [PLATFORM] TYPE CATEGORY BRAND PRICE`` (gap, brand, price sometimes left out)."""
+    categories, brands = _vocabulary(rng)
+    pool = []
+    for _ in range(size):
+        words = []
+        if rng.random() < 0.7:
+            words.append(str(rng.choice(_GAPS)))
+        words += [f"[{rng.choice(_PLATFORMS)}]", str(rng.choice(_EVENT_TYPES)), str(rng.choice(categories))]
+        if rng.random() < 0.8:
+            words.append(str(rng.choice(brands)))
+        if rng.random() < 0.9:
+            words.append(f"p{rng.integers(0, 10)}")
+        pool.append(" ".join(words))
+    return np.array(pool, dtype=object)
+
+
+def synthetic_texts(n: int, events: int, seed: int = 0) -> list[str]:
+    """``n`` behaviour texts of ``events`` events each, in the format of :mod:`propensity.features.behavior`."""
+    rng = np.random.default_rng(seed)
+    pool = _event_pool(rng, 20_000)
+    picks = rng.integers(0, len(pool), size=(n, events))
+    targets = rng.choice(_PLATFORMS, size=n)
+    recency = rng.choice(_GAPS, size=n)
+    texts = []
+    for i in range(n):
+        text = " ".join(pool[picks[i]])
+        if text.startswith("+"):  # the first event has no gap before it
+            text = text.split(" ", 1)[1]
+        texts.append(f"{text} {recency[i]} <target:{targets[i]}>")
+    return texts
+
+
+def synthetic_rows(n: int, events: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` scoring rows: ``user_id``, ``platform``, ``behavior_text`` and the feature columns (some NULLs)."""
+    rng = np.random.default_rng(seed + 1)
+    data: dict[str, object] = {
+        "user_id": [f"u{i:07d}" for i in range(n)],
+        "platform": rng.choice(_PLATFORMS, size=n),
+        "behavior_text": synthetic_texts(n, events, seed),
+    }
+    for column in INT_FEATURES:
+        data[column] = rng.poisson(rng.uniform(0.2, 20.0), size=n).astype(np.int32)
+    for column in DOUBLE_FEATURES:
+        values = rng.exponential(rng.uniform(1.0, 200.0), size=n)
+        values[rng.random(n) < 0.2] = np.nan  # e.g. days since the last purchase of a non-buyer
+        data[column] = values
+    return pd.DataFrame(data)[["user_id", "platform", "behavior_text", *FEATURE_COLUMNS]]
+
+
+def to_spark(spark: SparkSession, rows: pd.DataFrame, partitions: int) -> DataFrame:
+    """``rows`` as a cached Spark DataFrame of ``partitions`` equal partitions, materialised (counted)."""
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    df = spark.createDataFrame(rows).repartition(partitions).cache()
+    df.count()
+    return df
+
+
+# ------------------------------------------------------------------------------------------------------ models
+
+
+def feature_stats(rows: pd.DataFrame) -> FeatureStats:
+    """Mean and standard deviation of ``signed_log1p`` of each feature column (what training computes)."""
+    x = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan)
+    z = np.sign(x) * np.log1p(np.abs(x))
+    return FeatureStats(columns=list(FEATURE_COLUMNS), mean=np.nan_to_num(np.nanmean(z, axis=0)).tolist(),
+                        std=np.nan_to_num(np.nanstd(z, axis=0), nan=1.0).tolist())
+
+
+def build_model(role: str, settings: ModelSettings, vocab_size: int, pad_id: int, stats: FeatureStats,
+                out_dir: Path, seed: int) -> Path:
+    """A :class:`PropensityModel` with random weights at ``settings``' size, saved to ``out_dir``."""
+    import torch
+
+    torch.manual_seed(seed)
+    config = bert_config(vocab_size, settings.hidden_size, settings.num_layers, settings.num_heads,
+                         settings.intermediate_size, settings.max_length, settings.dropout, pad_token_id=pad_id)
+    model = PropensityModel(config, list(FEATURE_COLUMNS), settings.head_hidden_size).eval()
+    model.normalizer.set_stats(stats)
+    return save_model(model, out_dir, extra={"max_length": settings.max_length, "stage": f"bench-{role}"})
+
+
+def build_models(cfg: Config, rows: pd.DataFrame, work: Path) -> dict[str, BenchModel]:
+    """Tokenizer, random teacher and student, registered as ``bench_teacher`` / ``bench_student``."""
+    import mlflow
+
+    from propensity.tokenizer import load_tokenizer, train_tokenizer
+    from propensity.training.mlflow_utils import setup_mlflow
+    from propensity.training.pyfunc import input_example, log_pyfunc_model
+
+    texts = rows["behavior_text"].head(2000).tolist()
+    tokenizer_dir = train_tokenizer(texts, cfg.teacher.vocab_size, work / "tokenizer")
+    tokenizer = load_tokenizer(tokenizer_dir)
+    stats = feature_stats(rows)
+    stats_path = work / "feature_stats.json"
+    stats_path.write_text(stats.to_json())
+    example = input_example(rows.head(5), list(FEATURE_COLUMNS))
+    setup_mlflow(cfg)
+    models: dict[str, BenchModel] = {}
+    for seed, (role, settings) in enumerate((("teacher", cfg.teacher), ("student", cfg.student))):
+        model_dir = build_model(role, settings, len(tokenizer), int(tokenizer.pad_token_id), stats,
+                                work / role / "model", seed)
+        with mlflow.start_run(run_name=f"bench-{role}"):
+            version = log_pyfunc_model(model_dir, tokenizer_dir, stats_path, example, MODEL_NAMES[role])
+        models[role] = BenchModel(role, model_dir, tokenizer_dir, settings.max_length, version.model_uri,
+                                  resolve_model(cfg, version.model_uri))
+    return models
+
+
+# -------------------------------------------------------------------------------------------------- measuring
+
+
+def _timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _noop(df: DataFrame) -> None:
+    """Run ``df`` to the end: every output column is written to Spark's ``noop`` sink (nothing pruned)."""
+    df.write.format("noop").mode("overwrite").save()
+
+
+def scoring_method(spark: SparkSession, cfg: Config, model: BenchModel) -> Callable[[DataFrame], DataFrame]:
+    """(a) Our job's scoring: :func:`score_features` (``mapInPandas``, the model loaded once per worker)."""
+    return lambda df: score_features(spark, cfg, df, model.resolved)
+
+
+def spark_udf_method(spark: SparkSession, cfg: Config, model: BenchModel) -> Callable[[DataFrame], DataFrame]:
+    """(b) The same registered version through ``mlflow.pyfunc.spark_udf``, the same Arrow batch size and input
+    types. The UDF is made once, so the warm-up and the timed run share its per-worker model cache."""
+    import mlflow
+
+    udf = mlflow.pyfunc.spark_udf(spark, model.uri, result_type=RESULT_TYPE, env_manager="local")
+    inputs = [F.col(c) if c == "behavior_text" else F.col(c).cast("double") for c in model.resolved.input_columns]
+
+    def apply(df: DataFrame) -> DataFrame:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.scoring.arrow_batch_size))
+        scores = udf(*inputs)
+        return df.select("user_id", "platform", *(scores[t].alias(f"{t}_score") for t in TASKS))
+
+    return apply
+
+
+class TorchLoop:
+    """(c) The ceiling: tokenise a batch, run the network, next batch; one process, no Spark, no pandas per batch."""
+
+    def __init__(self, model: BenchModel, threads: int, batch_size: int) -> None:
+        from propensity.training.pyfunc import PropensityPyfunc
+
+        self.pyfunc = PropensityPyfunc().load(model.model_dir, model.tokenizer_dir)
+        self.threads = threads
+        self.batch_size = batch_size
+
+    def __call__(self, rows: pd.DataFrame) -> np.ndarray:
+        """Probabilities ``(len(rows), 3)``."""
+        import torch
+
+        net, encoder = self.pyfunc.model, self.pyfunc.encoder
+        assert net is not None and encoder is not None
+        torch.set_num_threads(self.threads)
+        texts = rows["behavior_text"].tolist()
+        features = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan)
+        out = np.empty((len(rows), len(TASKS)), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(rows), self.batch_size):
+                stop = start + self.batch_size
+                ids, mask = encoder(texts[start:stop])
+                logits = net(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(features[start:stop]))
+                out[start:stop] = torch.sigmoid(logits.float()).numpy()
+        return out
+
+
+def measure(result: BenchResult, spark: SparkSession, cfg: Config, model: BenchModel, methods: Sequence[str],
+            df: DataFrame, rows: pd.DataFrame, rounds: int, log: Callable[[str], None]) -> None:
+    """Each of ``methods`` once as a warm-up over all the rows, then ``rounds`` rounds of timed runs over the
+    same rows, the methods taking turns (so a disturbance on the machine hits one round, not one method)."""
+    actions: dict[str, Callable[[], object]] = {}
+    for method in methods:
+        if method == "torch_loop":
+            actions[method] = partial(TorchLoop(model, result.total_threads, cfg.scoring.batch_size), rows)
+        else:
+            make = scoring_method if method == "scoring" else spark_udf_method
+            actions[method] = partial(_noop, make(spark, cfg, model)(df))
+        actions[method]()  # warm-up: models loaded in every Python worker, buffers and kernels made
+    found = {method: Measurement(model.role, method, result.users) for method in methods}
+    for _ in range(rounds):
+        for method, action in actions.items():
+            found[method].seconds.append(_timed(action))
+    for m in found.values():
+        result.measurements.append(m)
+        runs = ", ".join(f"{m.rows / s:,.0f}" for s in m.seconds)
+        log(f"  {m.role:<8} {m.method:<11} {m.rows_per_s:>10,.0f} rows/s (rounds: {runs})")
+
+
+def cross_check(result: BenchResult, spark: SparkSession, cfg: Config, model: BenchModel, sample: pd.DataFrame,
+                partitions: int) -> None:
+    """Score ``sample`` with all three methods and keep the largest difference (the methods ran the model)."""
+    df = to_spark(spark, sample, partitions)
+    by_user = sample["user_id"].to_numpy()
+    outputs = [TorchLoop(model, result.total_threads, cfg.scoring.batch_size)(sample)]
+    for make in (scoring_method, spark_udf_method):
+        got = make(spark, cfg, model)(df).toPandas().set_index("user_id").loc[by_user]
+        outputs.append(got[[f"{t}_score" for t in TASKS]].to_numpy(dtype=np.float64))
+    df.unpersist()
+    if not all(np.isfinite(v).all() and v.shape == outputs[0].shape for v in outputs):
+        raise RuntimeError(f"{model.role}: a scoring method returned NaN or missing scores")
+    result.max_score_diff[model.role] = max(float(np.abs(v - outputs[0]).max()) for v in outputs)
+
+
+def profile(result: BenchResult, model: BenchModel, rows: pd.DataFrame, batch_size: int) -> None:
+    """Microseconds per row of each step in one thread: tokenising (whole texts with ``encode``, and the
+    encoder the model uses), feature preparation and the network's forward pass."""
+    import torch
+
+    from propensity.tokenizer import encode
+    from propensity.training.pyfunc import PropensityPyfunc
+
+    pyfunc = PropensityPyfunc().load(model.model_dir, model.tokenizer_dir)
+    net, encoder = pyfunc.model, pyfunc.encoder
+    assert net is not None and encoder is not None
+    texts = rows["behavior_text"].tolist()
+    batches = range(0, len(texts), batch_size)
+    torch.set_num_threads(1)
+
+    def per_row(action: Callable[[], object]) -> float:
+        action()  # warm-up
+        return _timed(action) / len(texts) * 1e6
+
+    encoded = [encoder(texts[s:s + batch_size]) for s in batches]
+    features = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            for (ids, mask), s in zip(encoded, batches, strict=True):
+                net(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(features[s:s + batch_size]))
+
+    result.profile[(model.role, "tokenize: encode() on whole texts")] = per_row(
+        lambda: [encode(pyfunc.tokenizer, texts[s:s + batch_size], model.max_length) for s in batches])
+    result.profile[(model.role, "tokenize: TailEncoder (used)")] = per_row(
+        lambda: [encoder(texts[s:s + batch_size]) for s in batches])
+    result.profile[(model.role, "features: pandas -> float32")] = per_row(
+        lambda: rows[list(FEATURE_COLUMNS)].astype("float64").to_numpy(dtype=np.float32, na_value=np.nan))
+    result.profile[(model.role, "forward (1 thread)")] = per_row(forward)
+
+
+def spark_overhead(spark: SparkSession, cfg: Config, rows: pd.DataFrame, partitions: int, columns: Sequence[str]
+                   ) -> float:
+    """Rows/s of the scoring job's data path with a model that does nothing (Arrow in, zeros out)."""
+    df = to_spark(spark, rows, partitions)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.scoring.arrow_batch_size))
+
+    def zeros(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            out = pd.DataFrame({"user_id": batch["user_id"].to_numpy(), "platform": batch["platform"].to_numpy()})
+            for t in TASKS:
+                out[f"{t}_score"] = 0.0
+            yield out
+
+    frame = df.select("user_id", "platform", *columns).mapInPandas(
+        zeros, "user_id string, platform string, " + ", ".join(f"{t}_score double" for t in TASKS))
+    _noop(frame)
+    seconds = _timed(partial(_noop, frame))
+    df.unpersist()
+    return len(rows) / seconds
+
+
+#: (model, method) pairs measured by default; ``full=True`` adds the teacher through ``spark_udf``.
+PLAN = (("student", "scoring"), ("student", "spark_udf"), ("student", "torch_loop"),
+        ("teacher", "scoring"), ("teacher", "torch_loop"))
+
+
+def run(spark: SparkSession, cfg: Config, users: int, work: Path, log: Callable[[str], None] = print,
+        full: bool = False, rounds: int = 2) -> BenchResult:
+    """Build the models and rows, and measure the :data:`PLAN` (every method for both models with ``full``)."""
+    slots = spark.sparkContext.defaultParallelism
+    threads = worker_threads(spark, cfg)
+    result = BenchResult(users=users, total_threads=slots * threads)
+    events = cfg.features.max_sequence_events
+    log(f"rows: {users:,} synthetic users, {events} events each; Spark task slots {slots}, torch threads"
+        f" per worker {threads}, torch_loop threads {result.total_threads}; cpu cores {os.cpu_count()}")
+    started = time.perf_counter()
+    rows = synthetic_rows(users, events)
+    models = build_models(cfg, rows, work)
+    df = to_spark(spark, rows, slots)  # one partition per task slot: no straggler, no idle slot
+    log(f"setup (data, tokenizer, models, registry, cached DataFrame): {time.perf_counter() - started:.0f}s")
+    plan = [(r, m) for r in ROLES for m in METHODS if full or (r, m) in PLAN]
+    for role in ROLES:
+        measure(result, spark, cfg, models[role], [m for r, m in plan if r == role], df, rows, rounds, log)
+    df.unpersist()
+    sample = rows.head(min(users, 2048))
+    result.profile_rows = len(sample)
+    for role in ROLES:
+        cross_check(result, spark, cfg, models[role], rows.head(min(users, 512)), slots)
+        profile(result, models[role], sample, cfg.scoring.batch_size)
+    result.profile[("both", "spark + Arrow data path, no model (rows/s)")] = spark_overhead(
+        spark, cfg, rows, slots, models["student"].resolved.input_columns)
+    return result
+
+
+def table(result: BenchResult) -> str:
+    """The measurements as a text table (best round, slowest round), then the profile."""
+    lines = [f"{'model':<8} {'method':<11} {'rows':>7} {'best s':>7} {'rows/s':>8} {'slowest':>8}"
+             f" {'vs torch_loop':>14}"]
+    for m in result.measurements:
+        ceiling = result.rate(m.role, "torch_loop")
+        lines.append(f"{m.role:<8} {m.method:<11} {m.rows:>7,} {min(m.seconds):>7.2f} {m.rows_per_s:>8,.0f}"
+                     f" {m.slowest_rows_per_s:>8,.0f} {m.rows_per_s / ceiling:>13.2f}x")
+    lines.append("")
+    lines.append(f"where the time goes (microseconds per row, one thread, {result.profile_rows:,} rows):")
+    for (role, step), value in result.profile.items():
+        unit = f"{value:>10,.0f}" if "rows/s" in step else f"{value:>10.1f}"
+        lines.append(f"  {role:<8} {step:<46} {unit}")
+    diffs = ", ".join(f"{r} {d:.1e}" for r, d in result.max_score_diff.items())
+    lines.append(f"largest score difference between the three methods on 512 rows: {diffs}")
+    return "\n".join(lines)

@@ -67,7 +67,8 @@ def fit_and_score(train: DataFrame, evaluate: DataFrame, feature_columns: list[s
     eval_vec = _vectors(evaluate.select(*KEEP, *feature_columns).withColumn("_row", F.monotonically_increasing_id()),
                         feature_columns, log_scale).cache()
     try:
-        scored = eval_vec.select("_row", *KEEP).toPandas().set_index("_row")
+        keys: pd.DataFrame = eval_vec.select("_row", *KEEP).toPandas()
+        scored = keys.set_index("_row")
         for task in TASKS:
             label = f"label_{task}"
             rows = train_vec.where(F.col(label).isNotNull()).withColumn(label, F.col(label).cast("double"))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -102,7 +103,7 @@ def logistic_start(rows: DataFrame, stats: FeatureStats, seed: int) -> dict[str,
     from propensity.training.model import FeatureNormalizer, fit_logistic
 
     sample = data.sample_rows(rows.select(*stats.columns, *data.LABEL_COLUMNS), LOGISTIC_START_ROWS, seed)
-    frame = sample.toPandas()
+    frame: pd.DataFrame = sample.toPandas()
     normalizer = FeatureNormalizer(len(stats.columns))
     normalizer.set_stats(stats)
     with torch.no_grad():

@@ -222,8 +222,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     result = publish(get_spark(cfg), cfg, args.snapshot_date)
-    audiences = ", ".join(f"{k}={v}" for k, v in sorted(result.audience_rows.items())) or "none"
-    print(f"inventory_demand: {result.inventory_rows} rows; ads_audiences: {audiences}")
+    print(result.format())
     return 0
 
 

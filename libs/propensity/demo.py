@@ -143,9 +143,7 @@ def _score_and_publish(spark: SparkSession, cfg: Config, snapshot_date: date, ev
     print(score_path_summary(scored))
     _step("publish: inventory_demand and ads_audiences")
     published = publish(spark, cfg, snapshot_date)
-    audiences = ", ".join(f"{k}={v}" for k, v in sorted(published.audience_rows.items())) or "none"
-    print(f"inventory_demand: {published.inventory_rows} rows; ads_audiences: {audiences}"
-          f" ({time.perf_counter() - start:.0f}s with scoring)")
+    print(f"{published.format()} ({time.perf_counter() - start:.0f}s with scoring)")
     return scored
 
 

@@ -32,6 +32,11 @@ class PublishResult:
     inventory_rows: int
     audience_rows: dict[str, int]
 
+    def format(self) -> str:
+        """One line: rows per table, audiences by name."""
+        audiences = ", ".join(f"{k}={v}" for k, v in sorted(self.audience_rows.items())) or "none"
+        return f"inventory_demand: {self.inventory_rows} rows; ads_audiences: {audiences}"
+
 
 def lookback_events(events: DataFrame, cfg: Config, snapshot_date: date) -> DataFrame:
     """Events in ``[T - lookback_days, T)``."""

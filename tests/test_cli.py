@@ -33,7 +33,7 @@ def test_config_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert result.stderr.strip() == ("propensity ingest: error: unknown config key features.lookbak_days;"
                                      " known keys: lookback_days, purchase_horizon_days, click_horizon_days,"
                                      " churn_horizon_days, max_sequence_events, snapshot_step_days,"
-                                     " min_history_days, max_train_snapshots")
+                                     " min_history_days, train_step_days, max_train_snapshots")
     assert result.stdout == ""
 
 

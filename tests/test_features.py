@@ -411,6 +411,10 @@ def test_plan_from_range() -> None:
     fortnight = FeaturesConfig(churn_horizon_days=7, lookback_days=3, snapshot_step_days=14, max_train_snapshots=2)
     assert plan_from_range(date(2026, 1, 1), date(2026, 3, 1), fortnight).train == [
         date(2026, 1, 12), date(2026, 1, 26)]
+    dense = FeaturesConfig(train_step_days=3)
+    assert plan_from_range(date(2026, 1, 1), date(2026, 3, 1), dense) == SnapshotPlan(
+        train=[date(2026, 1, 8), date(2026, 1, 11), date(2026, 1, 14), date(2026, 1, 17)],
+        validation=date(2026, 1, 24), test=date(2026, 1, 31))
     longer_history = FeaturesConfig(min_history_days=14)
     assert plan_from_range(date(2026, 1, 1), date(2026, 3, 1), longer_history).train == [date(2026, 1, 17)]
     with pytest.raises(PropensityError, match="at least 51 days"):

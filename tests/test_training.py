@@ -36,6 +36,7 @@ from propensity.training.model import (
     mask_tokens,
     masked_bce,
     parameter_fingerprint,
+    read_model_meta,
 )
 from propensity.training.settings import TeacherSettings, TrainSettings
 from propensity.training.train_fn import FinetuneJob, _propensity_model, finetune_fn, job_from_json, job_to_json
@@ -163,17 +164,21 @@ def _write_parquet(path: Path, columns: dict[str, np.ndarray], files: int = 2) -
     return str(path)
 
 
-def _finetune_parquet(tmp_path: Path, n: int = 96) -> tuple[str, int, list[int]]:
-    rng = np.random.default_rng(0)
+def _finetune_parquet(tmp_path: Path, n: int = 96, seed: int = 0, name: str = "rows",
+                      informative: bool = False) -> tuple[str, int, list[int]]:
+    """Rows for the train function; ``informative``: labels follow the first feature (plus noise)."""
+    rng = np.random.default_rng(seed)
     texts = [" ".join(_event(rng, "shop", k) for k in ("view", "cart")) for _ in range(n)]
-    tokenizer = load_tokenizer(train_tokenizer(texts, 80, tmp_path / "tok"))
+    tokenizer = load_tokenizer(train_tokenizer(texts, 80, tmp_path / f"tok_{name}"))
     ids, mask = encode(tokenizer, texts, 16)
     features = rng.normal(size=(n, 2)).astype(np.float32)
     labels = rng.integers(0, 2, size=(n, 3)).astype(np.float32)
+    if informative:
+        labels = (features[:, :1] + rng.normal(size=(n, 3)) > 0).astype(np.float32)
     known = np.ones_like(labels)
     known[::2, 1] = 0.0
-    url = _write_parquet(tmp_path / "rows", {"input_ids": ids, "attention_mask": mask, "features": features,
-                                              "labels": labels, "label_mask": known})
+    url = _write_parquet(tmp_path / name, {"input_ids": ids, "attention_mask": mask, "features": features,
+                                            "labels": labels, "label_mask": known})
     return url, len(tokenizer), sorted(tokenizer.all_special_ids)
 
 
@@ -206,6 +211,79 @@ def test_head_mode_freezes_the_encoder(tmp_path: Path, mode: str) -> None:
     for task in TASKS:
         assert not torch.equal(start.heads[task].deep[0].weight, trained.heads[task].deep[0].weight)
     assert [h["epoch"] for h in result["history"]] == [1, 2]
+
+
+def test_heads_keep_their_regression_and_weigh_the_deep_part_on_validation(tmp_path: Path) -> None:
+    """In-process run with a logistic start and validation: the wide part stays as fitted, each task's
+    deep_scale is one of DEEP_SCALES, and the saved model scores validation exactly as the kept epoch did."""
+    from propensity.evaluation.metrics import roc_auc
+    from propensity.training.loaders import DataSource as Source
+    from propensity.training.train_fn import DEEP_SCALES, predict_parts
+
+    url, vocab, _ = _finetune_parquet(tmp_path, n=128, informative=True)
+    val_url, _, _ = _finetune_parquet(tmp_path, n=96, seed=1, name="val", informative=True)
+    config = bert_config(vocab, 32, 1, 2, 64, 16, 0.1)
+    wide = {t: {"weight": [0.8 + i, -0.1], "bias": 0.05 * i} for i, t in enumerate(TASKS)}
+    job = FinetuneJob(bert_config=config.to_dict(), feature_columns=["a", "b"],
+                      feature_stats={"columns": ["a", "b"], "mean": [0.0, 0.0], "std": [1.0, 1.0]},
+                      head_hidden_size=8, train=tiny_training(num_processes=1), epochs=2,
+                      data=Source(rows=128, parquet_url=url), validation=Source(rows=96, parquet_url=val_url),
+                      out_dir=str(tmp_path / "out"), wide_init=wide, extra_meta={"max_length": 16})
+    result = finetune_fn(job)
+
+    trained = load_model(tmp_path / "out" / "model")
+    for task in TASKS:
+        head = trained.heads[task]
+        torch.testing.assert_close(head.wide.weight[0], torch.tensor(wide[task]["weight"]))
+        assert head.wide.bias.item() == pytest.approx(wide[task]["bias"])
+    assert set(result["deep_scales"]) == set(TASKS) and set(result["deep_scales"].values()) <= set(DEEP_SCALES)
+    assert trained.deep_scales() == pytest.approx(result["deep_scales"])
+    kept = next(h for h in result["history"] if h["epoch"] == result["best_epoch"])
+    assert {t: kept[f"val_deep_scale_{t}"] for t in TASKS} == result["deep_scales"]
+    with Source(rows=96, parquet_url=val_url).loader(0, 1, 32, 1, 1, shuffle=False) as batches:
+        parts = predict_parts(trained, batches, torch.device("cpu"))
+    scales = np.array([result["deep_scales"][t] for t in TASKS])
+    logits = parts["wide"] + scales * parts["deep"]
+    for i, task in enumerate(TASKS):
+        rows = parts["label_mask"][:, i] > 0
+        assert roc_auc(parts["labels"][rows, i], logits[rows, i]) == pytest.approx(kept[f"val_auc_{task}"], abs=1e-6)
+
+
+def test_choose_deep_scales_per_task() -> None:
+    from propensity.training.train_fn import choose_deep_scales
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    s1, s2 = rng.normal(size=n), rng.normal(size=n)
+    y = (s1 + s2 + 0.3 * rng.normal(size=n) > 0).astype(float)
+    wide = np.stack([s1 + s2, rng.normal(size=n), s1, s1], axis=1)
+    # task 0: the deep part is noise; task 1: it carries all the signal; task 2: the best mix is
+    # s1 + s2 = wide + 0.25 * deep; task 3: one class only, so no AUC (keeps 1)
+    deep = np.stack([3.0 * rng.normal(size=n), s1 + s2, 4.0 * s2, s2], axis=1)
+    labels = np.stack([y, y, y, np.zeros(n)], axis=1)
+    scales = choose_deep_scales(wide, deep, labels, np.ones_like(labels))
+    assert scales[0] == 0.0 and scales[1] == 1.0 and scales[3] == 1.0
+    assert scales[2] == pytest.approx(0.25, abs=0.06)
+
+
+def test_deep_scale_weighs_the_deep_part_and_old_models_load_with_scale_one(tmp_path: Path) -> None:
+    from propensity.training.model import MODEL_FILE, save_model
+
+    torch.manual_seed(0)
+    model = PropensityModel(bert_config(50, 32, 1, 2, 64, 16, 0.0), ["a", "b"], 8).eval()
+    ids, feats = torch.randint(5, 50, (4, 16)), torch.randn(4, 2)
+    wide, deep = model.forward_parts(ids, torch.ones_like(ids), feats)
+    model.set_deep_scales({"purchase": 0.0, "churn": 0.3})
+    logits = model(ids, torch.ones_like(ids), feats)
+    torch.testing.assert_close(logits, wide + torch.tensor([0.0, 1.0, 0.3]) * deep)
+
+    save_model(model, tmp_path / "new")
+    assert load_model(tmp_path / "new").deep_scales() == pytest.approx({"purchase": 0.0, "click": 1.0, "churn": 0.3})
+    state = torch.load(tmp_path / "new" / MODEL_FILE, weights_only=True)
+    torch.save({k: v for k, v in state.items() if not k.endswith("deep_scale")}, tmp_path / "new" / MODEL_FILE)
+    old = load_model(tmp_path / "new")
+    assert old.deep_scales() == {t: 1.0 for t in TASKS}
+    torch.testing.assert_close(old(ids, torch.ones_like(ids), feats), wide + deep)
 
 
 def test_feature_normalizer_uses_saved_statistics() -> None:
@@ -269,6 +347,10 @@ def test_finetune_adapts_to_the_target_platform(trained: dict[str, object]) -> N
     assert "adapt_val_auc_purchase" in run.data.metrics and "finetune_val_auc_purchase" in run.data.metrics
     adapted = cfg.root / "checkpoints" / "teacher" / "finetune" / version.run_id / "adapt" / "model"
     assert (adapted / "model.pt").is_file()
+    kept = read_model_meta(adapted)
+    assert run.data.params["adapt.best_epoch"] == str(kept["best_epoch"])
+    assert {t: float(run.data.params[f"adapt.deep_scale.{t}"]) for t in TASKS} == kept["deep_scales"]
+    assert load_model(adapted).deep_scales() == pytest.approx(kept["deep_scales"])
 
 
 def test_finetune_head_mode_twice_adds_versions(trained: dict[str, object], spark: SparkSession) -> None:

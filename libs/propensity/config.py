@@ -114,6 +114,8 @@ class FeaturesConfig:
                                     default=7)
     min_history_days: int = _help("Days of events (capped at lookback_days) a train snapshot needs before it.",
                                   default=7)
+    train_step_days: int = _help("Days between train snapshot dates; 0: snapshot_step_days. A denser train grid"
+                                 " gives more labelled rows from the same history.", default=0)
     max_train_snapshots: int = _help("Newest train snapshots kept in the plan; 0: all.", default=0)
 
     def __post_init__(self) -> None:
@@ -124,6 +126,9 @@ class FeaturesConfig:
                 raise ConfigError(f"features.{key}={value} must be >= 1")
         if self.max_train_snapshots < 0:
             raise ConfigError(f"features.max_train_snapshots={self.max_train_snapshots} must be >= 0 (0: all)")
+        if self.train_step_days < 0:
+            raise ConfigError(f"features.train_step_days={self.train_step_days} must be >= 0"
+                              " (0: snapshot_step_days)")
 
 
 @dataclass

@@ -3,8 +3,10 @@
 Dates lie on a grid of ``features.snapshot_step_days`` (weekly) anchored at the **test** date,
 the latest T whose longest label horizon is complete:
 ``T + max(horizons) <= last event date + 1 day`` (events of the last date run up to
-its midnight). ``validation`` is one step earlier; ``train`` holds every earlier grid
-date that still has at least ``min(lookback_days, min_history_days)`` days of events
+its midnight). ``validation`` is one step earlier; ``train`` holds the dates from one step
+before ``validation`` back, ``features.train_step_days`` apart (0: the same step; a denser
+train grid gives more labelled rows from the same history), that still have at least
+``min(lookback_days, min_history_days)`` days of events
 before it (``T - that >= first event date``), oldest first, at most
 ``max_train_snapshots`` of the newest (0: all). A week of history is enough for a
 useful sequence, while demanding the full lookback would leave short histories (the
@@ -76,11 +78,12 @@ def plan_from_range(first_day: date, last_day: date, features: FeaturesConfig) -
     test = last_day + timedelta(days=1 - horizon)
     earliest = first_day + timedelta(days=history)
     step = timedelta(days=step_days)
+    train_step = timedelta(days=features.train_step_days or step_days)
     train: list[date] = []
     t = test - 2 * step
     while t >= earliest and (max_train is None or len(train) < max_train):
         train.insert(0, t)
-        t -= step
+        t -= train_step
     if not train:
         need = history + 2 * step_days + horizon
         raise PropensityError(

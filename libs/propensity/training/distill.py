@@ -76,7 +76,7 @@ def run_distill(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = No
     :raises PropensityError: no teacher, or no labelled train rows.
     """
     from propensity.features import FEATURE_COLUMNS
-    from propensity.training.finetune import finetune_model, train_and_validation_rows
+    from propensity.training.finetune import finetune_model, labelled, log_selection, train_and_validation_rows
     from propensity.training.pyfunc import input_example, log_pyfunc_model
 
     plan = plan or data.load_plan(spark, cfg)
@@ -100,7 +100,9 @@ def run_distill(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = No
             out = mlflow_utils.checkpoint_dir(cfg, "student", "distill", run.info.run_id)
             outcome = finetune_model(spark, cfg, soft, validation, features, cfg.student, train,
                                      Pretrained(tokenizer_dir, tokenizer_dir), out, stage="distill",
-                                     run_id=run.info.run_id, from_scratch=True, distill=distill)
+                                     run_id=run.info.run_id, from_scratch=True, distill=distill,
+                                     wide_rows=labelled(data.examples(spark, cfg, plan.train)))
+            log_selection("distill", outcome)
             mlflow.log_metric("distill_samples_per_s", float(outcome.result["samples_per_s"]))
             example = input_example(validation.limit(5).toPandas(), features)
             version = log_pyfunc_model(outcome.model_dir, tokenizer_dir, outcome.stats_path, example,

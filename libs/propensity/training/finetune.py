@@ -9,9 +9,11 @@ labels (``training.target_label_fraction`` of them), in the same transfer mode.
 The encoder starts from the newest ``propensity pretrain`` output (or
 ``training.init_checkpoint``). Feature normalisation statistics come from the train rows
 and are saved with the model. Each new head starts as a logistic regression on the
-normalised features (fitted here on a sample of the train rows; the deep part's output
-starts at zero), and the starting point competes with every epoch for "best on validation",
-so the model starts from, and keeps at least on validation, what the features alone give.
+normalised features, fitted here on all labelled train rows (up to ``LOGISTIC_START_ROWS``),
+and kept fixed: the deep part (output starting at zero) learns what the regression leaves.
+After each epoch every task's deep part gets a weight in [0, 1] chosen on validation, and
+the starting point competes with every epoch for "best on validation", so the model starts
+from, and keeps at least on validation, what the features alone give.
 The result is logged as a pyfunc model and registered as ``propensity_teacher`` (a new
 version each run).
 """
@@ -50,7 +52,7 @@ log = logging.getLogger(__name__)
 
 STATS_FILE = "feature_stats.json"
 #: Rows sampled for the logistic regressions new heads start from.
-LOGISTIC_START_ROWS = 50_000
+LOGISTIC_START_ROWS = 200_000
 
 
 @dataclass
@@ -123,7 +125,7 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
                    feature_columns: list[str], model: ModelSettings, train: TrainSettings, start: Pretrained,
                    out_dir: Path, *, init_model: Path | None = None, stats: FeatureStats | None = None,
                    stage: str = "finetune", run_id: str | None = None, from_scratch: bool = False,
-                   distill: dict[str, float] | None = None) -> FinetuneOutcome:
+                   distill: dict[str, float] | None = None, wide_rows: DataFrame | None = None) -> FinetuneOutcome:
     """Fine-tune on ``rows`` (``training_examples`` columns) through TorchDistributor into ``out_dir``.
 
     :param start: pretrained encoder and tokenizer (the encoder is ignored with ``init_model``).
@@ -133,12 +135,14 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
     :param from_scratch: a new encoder of ``model``'s size with random weights (``start``'s tokenizer);
         the student.
     :param distill: ``{"alpha", "temperature"}``: distil from ``rows``' ``teacher_logit_<task>`` columns.
+    :param wide_rows: rows the heads' logistic regressions are fitted on; None: ``rows`` (pass every
+        labelled train row when ``rows`` is a sample: the regression is cheap).
     """
     from propensity.tokenizer import tokenize_column
     from propensity.training.distributed import run_distributed
 
     stats = stats or data.feature_stats(rows, feature_columns)
-    wide = None if init_model else logistic_start(rows, stats, train.seed)
+    wide = None if init_model else logistic_start(rows if wide_rows is None else wide_rows, stats, train.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats_path = out_dir / STATS_FILE
     stats_path.write_text(stats.to_json())
@@ -162,6 +166,16 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
             wide_init=wide, distill=distill)
         result = run_distributed(finetune_fn, job, train)
     return FinetuneOutcome(out_dir / MODEL_DIR, stats_path, result)
+
+
+def log_selection(stage: str, outcome: FinetuneOutcome) -> None:
+    """Log (MLflow params and one line) which epoch was kept and how much each task uses its deep part."""
+    result = outcome.result
+    scales = result.get("deep_scales") or {}
+    mlflow.log_params({f"{stage}.best_epoch": result["best_epoch"],
+                       **{f"{stage}.deep_scale.{t}": v for t, v in scales.items()}})
+    log.info("%s: kept epoch %s; deep part weight per task (0: the logistic regression alone): %s", stage,
+             result["best_epoch"], ", ".join(f"{t} {v:g}" for t, v in scales.items()) or "n/a (no validation)")
 
 
 def source_platforms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, train: TrainSettings) -> list[str]:
@@ -228,9 +242,12 @@ def run_finetune(spark: SparkSession, cfg: Config, teacher: ModelSettings, train
             mlflow.log_param("finetune.rows", rows.count())
             out = mlflow_utils.checkpoint_dir(cfg, "teacher", "finetune", run.info.run_id)
             outcome = finetune_model(spark, cfg, rows, validation, features, teacher, train, start, out,
-                                     run_id=run.info.run_id)
+                                     run_id=run.info.run_id,
+                                     wide_rows=labelled(data.examples(spark, cfg, plan.train, sources)))
+            log_selection("finetune", outcome)
             if train.target_platform:
                 outcome = _adapt(spark, cfg, plan, teacher, train, start, outcome, features, run.info.run_id)
+                log_selection("adapt", outcome)
             mlflow.log_metric("finetune_samples_per_s", float(outcome.result["samples_per_s"]))
             example = input_example(validation.limit(5).toPandas(), features)
             version = log_pyfunc_model(outcome.model_dir, start.tokenizer_dir, outcome.stats_path, example,

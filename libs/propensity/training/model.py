@@ -6,7 +6,8 @@
   normalised aggregate features feeds one head per task (``purchase``, ``click``, ``churn``);
   each head is an MLP (deep) plus a linear term on the features alone (wide), so the model
   can represent a logistic regression on the features, and can start as one
-  (:func:`fit_logistic`, :meth:`PropensityModel.start_from_logistic`);
+  (:func:`fit_logistic`, :meth:`PropensityModel.start_from_logistic`); a per-task
+  ``deep_scale`` (chosen on validation by fine-tuning) weighs the deep part;
 - :func:`masked_bce`: binary cross-entropy over the (row, task) entries whose label is known;
 - :func:`mask_tokens`: BERT's 80/10/10 masking for masked-language modelling;
 - :func:`save_model` / :func:`load_model`: a folder with ``model.json`` and ``model.pt``.
@@ -94,13 +95,21 @@ class FeatureNormalizer(nn.Module):
 
 
 class TaskHead(nn.Module):
-    """One sigmoid head: MLP on [pooled ++ features] plus a linear term on the features (logit out)."""
+    """One sigmoid head: MLP on [pooled ++ features] (deep) plus a linear term on the features (wide).
+
+    The logit is ``wide + deep_scale * deep``. ``deep_scale`` (a buffer, 1 while training) is
+    chosen per task on validation after training: 0 where the sequence adds nothing the
+    features do not already say, so such a task falls back to its logistic regression.
+    """
+
+    deep_scale: torch.Tensor
 
     def __init__(self, hidden_size: int, n_features: int, head_hidden_size: int, dropout: float) -> None:
         super().__init__()
         self.deep = nn.Sequential(nn.Linear(hidden_size + n_features, head_hidden_size), nn.GELU(),
                                   nn.Dropout(dropout), nn.Linear(head_hidden_size, 1))
         self.wide = nn.Linear(n_features, 1) if n_features else None
+        self.register_buffer("deep_scale", torch.ones(()))
 
     def start_from_logistic(self, weight: Sequence[float], bias: float) -> None:
         """Start as a logistic regression on the features: wide part set, deep output zeroed."""
@@ -114,12 +123,16 @@ class TaskHead(nn.Module):
             out.weight.zero_()
             out.bias.zero_()
 
+    def parts(self, pooled: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The wide and the (unscaled) deep logit, each of shape ``(batch,)``."""
+        deep = self.deep(torch.cat([pooled, features], dim=1)).squeeze(1)
+        wide = self.wide(features).squeeze(1) if self.wide is not None else torch.zeros_like(deep)
+        return wide, deep
+
     def forward(self, pooled: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(batch,)``."""
-        logit = self.deep(torch.cat([pooled, features], dim=1)).squeeze(1)
-        if self.wide is not None:
-            logit = logit + self.wide(features).squeeze(1)
-        return logit
+        wide, deep = self.parts(pooled, features)
+        return wide + self.deep_scale.to(deep.dtype) * deep
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -170,11 +183,40 @@ class PropensityModel(nn.Module):
             assert isinstance(head, TaskHead)
             head.start_from_logistic(fit["weight"], fit["bias"])
 
+    def freeze_wide(self) -> None:
+        """Keep every head's wide part (its logistic regression) as it is: the deep part learns the rest."""
+        for head in self.heads.values():
+            assert isinstance(head, TaskHead)
+            if head.wide is not None:
+                head.wide.requires_grad_(False)
+
+    def deep_scales(self) -> dict[str, float]:
+        """Each task's ``deep_scale``."""
+        return {t: float(self._head(t).deep_scale) for t in TASKS}
+
+    def set_deep_scales(self, scales: dict[str, float]) -> None:
+        """Set the ``deep_scale`` of the heads named in ``scales``."""
+        for task, scale in scales.items():
+            self._head(task).deep_scale.fill_(float(scale))
+
+    def _head(self, task: str) -> TaskHead:
+        head = self.heads[task]
+        assert isinstance(head, TaskHead)
+        return head
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, len(TASKS))`` from token ids, their mask and the raw features."""
         pooled = self.encode(input_ids, attention_mask)
         feats = self.normalizer(features).to(pooled.dtype)
         return torch.stack([self.heads[t](pooled, feats) for t in TASKS], dim=1)
+
+    def forward_parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Wide and unscaled deep logits, each ``(batch, len(TASKS))``."""
+        pooled = self.encode(input_ids, attention_mask)
+        feats = self.normalizer(features).to(pooled.dtype)
+        wide, deep = zip(*(self._head(t).parts(pooled, feats) for t in TASKS), strict=True)
+        return torch.stack(wide, dim=1), torch.stack(deep, dim=1)
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, steps: int = 100) -> tuple[list[float], float]:
@@ -296,6 +338,8 @@ def load_model(model_dir: Path, map_location: str | torch.device = "cpu") -> Pro
     config = BertConfig.from_dict(meta["bert_config"])
     model = PropensityModel(config, meta["feature_columns"], int(meta["head_hidden_size"]))
     state = torch.load(Path(model_dir) / MODEL_FILE, map_location=map_location, weights_only=True)
+    for task in TASKS:  # models saved before heads had a deep_scale use their deep part fully
+        state.setdefault(f"heads.{task}.deep_scale", torch.ones(()))
     model.load_state_dict(state)
     return model.eval()
 

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 #: Gradients are clipped to this global norm.
 MAX_GRAD_NORM = 1.0
+#: Candidate weights of a head's deep part, chosen per task on validation (0: the logistic regression alone).
+DEEP_SCALES = tuple(i / 10 for i in range(11))
 ENCODER_DIR = "encoder"
 MODEL_DIR = "model"
 
@@ -418,28 +420,45 @@ def _propensity_model(job: FinetuneJob) -> Any:
     model.normalizer.set_stats(FeatureStats(**job.feature_stats))
     if job.wide_init and not job.init_model:
         model.start_from_logistic(job.wide_init)
+        model.freeze_wide()
     if job.transfer_mode == "head":
         model.freeze_encoder()
     return model
 
 
-def predict_batches(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device,
-                    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext
-                    ) -> dict[str, np.ndarray]:
-    """Probabilities, labels and label masks ``(n, 3)`` of every batch (no gradients, eval mode)."""
+def predict_parts(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device,
+                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext) -> dict[str, np.ndarray]:
+    """Wide and unscaled deep logits, labels and label masks ``(n, 3)`` of every batch (no gradients,
+    eval mode); ``model`` is a :class:`~propensity.training.model.PropensityModel`."""
     model.eval()
-    probs, labels, masks = [], [], []
+    parts: dict[str, list[np.ndarray]] = {"wide": [], "deep": [], "labels": [], "label_mask": []}
     with torch.no_grad():
         for batch in batches:
             with autocast():
-                logits = model(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "features")))
-            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
-            labels.append(batch["labels"].numpy())
-            masks.append(batch["label_mask"].numpy())
-    if not probs:
-        empty = np.zeros((0, 3), dtype=np.float32)
-        return {"probs": empty, "labels": empty, "label_mask": empty}
-    return {"probs": np.concatenate(probs), "labels": np.concatenate(labels), "label_mask": np.concatenate(masks)}
+                wide, deep = model.forward_parts(*(batch[k].to(device)  # type: ignore[operator]
+                                                   for k in ("input_ids", "attention_mask", "features")))
+            parts["wide"].append(wide.float().cpu().numpy())
+            parts["deep"].append(deep.float().cpu().numpy())
+            parts["labels"].append(batch["labels"].numpy())
+            parts["label_mask"].append(batch["label_mask"].numpy())
+    return {k: np.concatenate(v) if v else np.zeros((0, 3), dtype=np.float32) for k, v in parts.items()}
+
+
+def choose_deep_scales(wide: np.ndarray, deep: np.ndarray, labels: np.ndarray, label_mask: np.ndarray
+                       ) -> np.ndarray:
+    """Per task, the ``deep_scale`` in :data:`DEEP_SCALES` whose logits ``wide + scale * deep`` have the
+    best AUC on these (validation) rows; ties go to the larger scale, a task without an AUC keeps 1."""
+    from propensity.evaluation.metrics import roc_auc
+
+    scales = np.ones(wide.shape[1])
+    for i in range(wide.shape[1]):
+        rows = label_mask[:, i] > 0
+        best = -math.inf
+        for scale in sorted(DEEP_SCALES, reverse=True):
+            auc = roc_auc(labels[rows, i], wide[rows, i] + scale * deep[rows, i])
+            if math.isfinite(auc) and auc > best + 1e-12:
+                best, scales[i] = auc, scale
+    return scales
 
 
 def validation_metrics(probs: np.ndarray, labels: np.ndarray, label_mask: np.ndarray) -> dict[str, float]:
@@ -463,15 +482,23 @@ def selection_score(metrics: dict[str, float]) -> float:
     return metrics.get("val_loss", metrics.get("train_loss", math.inf))
 
 
-def _finetune_validation(ctx: _Ctx, job: FinetuneJob, model: torch.nn.Module) -> dict[str, float]:
+def _finetune_validation(ctx: _Ctx, job: FinetuneJob, model: torch.nn.Module) -> tuple[dict[str, float],
+                                                                                       dict[str, float]]:
+    """Validation metrics with each task's ``deep_scale`` chosen on these rows, and those scales."""
+    from propensity.training.model import TASKS
+
     if job.validation is None:
-        return {}
+        return {}, {}
     with job.validation.loader(ctx.rank, ctx.world, job.train.batch_size, 1, job.train.workers_count,
                                shuffle=False) as dl:
-        part = predict_batches(model, dl, ctx.device, ctx.autocast)
+        part = predict_parts(model, dl, ctx.device, ctx.autocast)
     parts = _gather(ctx, part)
     merged = {k: np.concatenate([p[k] for p in parts]) for k in part}
-    return validation_metrics(merged["probs"], merged["labels"], merged["label_mask"])
+    scales = choose_deep_scales(merged["wide"], merged["deep"], merged["labels"], merged["label_mask"])
+    probs = 1.0 / (1.0 + np.exp(-(merged["wide"] + scales * merged["deep"])))
+    chosen = {t: float(g) for t, g in zip(TASKS, scales, strict=True)}
+    metrics = validation_metrics(probs, merged["labels"], merged["label_mask"])
+    return {**metrics, **{f"val_deep_scale_{t}": g for t, g in chosen.items()}}, chosen
 
 
 def _finetune_params(model: Any, train: TrainSettings) -> list[dict[str, Any]]:
@@ -484,7 +511,9 @@ def _finetune_params(model: Any, train: TrainSettings) -> list[dict[str, Any]]:
 
 def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
     """Fine-tune on labelled rows; rank 0 keeps the epoch with the best mean validation AUC (the starting
-    point, "epoch 0", included) and saves ``out_dir/model``. Returns rank 0's summary."""
+    point, "epoch 0", included), each task's deep part weighted by the ``deep_scale`` chosen on validation
+    (:func:`choose_deep_scales`), and saves ``out_dir/model``. Heads that start from ``wide_init`` keep
+    that logistic regression fixed. Returns rank 0's summary."""
     from transformers.utils import logging as hf_logging
 
     from propensity.training.model import distillation_loss, masked_bce, parameter_fingerprint, save_model
@@ -497,7 +526,7 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
         model = _propensity_model(job).to(ctx.device)
         before = parameter_fingerprint(model.encoder)
         history: list[dict[str, float]] = []
-        best: dict[str, Any] = {"epoch": 0, "loss": math.inf, "state": None}
+        best: dict[str, Any] = {"epoch": 0, "loss": math.inf, "state": None, "deep_scales": {}}
 
         def step_loss(wrapped: torch.nn.Module, batch: Batch) -> torch.Tensor:
             ids, mask, feats, labels, known = _to(batch, ctx, "input_ids", "attention_mask", "features", "labels",
@@ -512,7 +541,8 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
 
         def end_of_epoch(epoch: int, train_loss: float) -> None:
             trained = {"train_loss": train_loss} if math.isfinite(train_loss) else {}
-            metrics = {**trained, **_finetune_validation(ctx, job, model)}
+            validated, scales = _finetune_validation(ctx, job, model)
+            metrics = {**trained, **validated}
             history.append({"epoch": epoch + 1, **metrics})
             if ctx.rank != 0:
                 return
@@ -521,7 +551,7 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
             _log_metrics(job.mlflow, {f"{job.stage}_{k}": v for k, v in metrics.items()}, epoch + 1)
             score = selection_score(metrics)
             if best["state"] is None or score < best["loss"]:
-                best.update(epoch=epoch + 1, loss=score, state=copy.deepcopy(model.state_dict()))
+                best.update(epoch=epoch + 1, loss=score, state=copy.deepcopy(model.state_dict()), deep_scales=scales)
 
         if job.validation is not None:
             end_of_epoch(-1, math.nan)  # "epoch 0": the starting point is a candidate too
@@ -533,11 +563,14 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
                                   "best_epoch": best["epoch"], "samples_per_s": progress.samples_per_second(),
                                   "world_size": ctx.world, "rows": job.data.rows,
                                   "encoder_fingerprint_before": before, **_device_stats(ctx)}
+        result["deep_scales"] = best["deep_scales"]
         if ctx.rank == 0:
             model.load_state_dict(best["state"])
+            model.set_deep_scales(best["deep_scales"])
             result["encoder_fingerprint_after"] = parameter_fingerprint(model.encoder)
             save_model(model.cpu(), Path(job.out_dir) / MODEL_DIR,
-                       {"best_epoch": best["epoch"], "transfer_mode": job.transfer_mode, **job.extra_meta})
+                       {"best_epoch": best["epoch"], "deep_scales": best["deep_scales"],
+                        "transfer_mode": job.transfer_mode, **job.extra_meta})
             (Path(job.out_dir) / "result.json").write_text(json.dumps(result, indent=1))
         return dict(_broadcast(ctx, result))
     finally:

@@ -26,6 +26,7 @@ from propensity.features import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES, 
 from propensity.tables import ensure_table
 from propensity.tokenizer import encode, load_tokenizer, train_tokenizer
 from propensity.training import mlflow_utils
+from propensity.training.finetune import LOGISTIC_C_GRID
 from propensity.training.loaders import DataSource
 from propensity.training.model import (
     TASKS,
@@ -249,6 +250,37 @@ def test_heads_keep_their_regression_and_weigh_the_deep_part_on_validation(tmp_p
         assert roc_auc(parts["labels"][rows, i], logits[rows, i]) == pytest.approx(kept[f"val_auc_{task}"], abs=1e-6)
 
 
+def test_logistic_start_chooses_its_regularisation_on_validation_log_loss() -> None:
+    from propensity.evaluation.metrics import log_loss
+    from propensity.training.finetune import LOGISTIC_C_GRID, choose_logistic
+    from propensity.training.model import fit_logistic
+
+    rng = np.random.default_rng(4)
+
+    def rows(n: int, noise_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = rng.normal(size=(n, 2 + noise_features))
+        y = (x[:, 0] - x[:, 1] + rng.normal(size=n) > 0).astype(float)
+        return torch.tensor(x), torch.tensor(y)
+
+    # few rows, many useless features: a strongly regularised fit generalises better
+    x, y = rows(60, 40)
+    vx, vy = rows(3000, 40)
+    few = choose_logistic(x, y, vx, vy)
+    losses = {}
+    for c in LOGISTIC_C_GRID:
+        w, b = fit_logistic(x, y, c=c)
+        losses[c] = log_loss(vy.numpy(), torch.sigmoid(vx @ torch.tensor(w, dtype=torch.float64) + b).numpy())
+    assert few["c"] == min(losses, key=losses.__getitem__) and few["c"] < 1.0
+    assert few["val_log_loss"] == pytest.approx(losses[few["c"]])
+    weight, bias = fit_logistic(x, y, c=few["c"])
+    assert few["weight"] == pytest.approx(weight) and few["bias"] == pytest.approx(bias)
+    # plenty of rows, only useful features: little regularisation
+    x, y = rows(5000, 0)
+    vx, vy = rows(3000, 0)
+    assert choose_logistic(x, y, vx, vy)["c"] >= 0.1
+    assert choose_logistic(x, y, None, None)["c"] == 1.0
+
+
 def test_choose_deep_scales_per_task() -> None:
     from propensity.training.train_fn import choose_deep_scales
 
@@ -351,6 +383,8 @@ def test_finetune_adapts_to_the_target_platform(trained: dict[str, object]) -> N
     assert run.data.params["adapt.best_epoch"] == str(kept["best_epoch"])
     assert {t: float(run.data.params[f"adapt.deep_scale.{t}"]) for t in TASKS} == kept["deep_scales"]
     assert load_model(adapted).deep_scales() == pytest.approx(kept["deep_scales"])
+    assert float(run.data.params["finetune.wide_c.purchase"]) in LOGISTIC_C_GRID  # the source step's start
+    assert not any(k.startswith("adapt.wide_c") for k in run.data.params)  # continued, not restarted
 
 
 def test_finetune_head_mode_twice_adds_versions(trained: dict[str, object], spark: SparkSession) -> None:

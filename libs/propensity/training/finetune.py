@@ -9,8 +9,9 @@ labels (``training.target_label_fraction`` of them), in the same transfer mode.
 The encoder starts from the newest ``propensity pretrain`` output (or
 ``training.init_checkpoint``). Feature normalisation statistics come from the train rows
 and are saved with the model. Each new head starts as a logistic regression on the
-normalised features, fitted here on all labelled train rows (up to ``LOGISTIC_START_ROWS``),
-and kept fixed: the deep part (output starting at zero) learns what the regression leaves.
+normalised features, fitted here on all labelled train rows (up to ``LOGISTIC_START_ROWS``)
+with its L2 strength chosen per task on validation log loss, and kept fixed: the deep part
+(output starting at zero) learns what the regression leaves.
 After each epoch every task's deep part gets a weight in [0, 1] chosen on validation, and
 the starting point competes with every epoch for "best on validation", so the model starts
 from, and keeps at least on validation, what the features alone give.
@@ -21,7 +22,8 @@ version each run).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 STATS_FILE = "feature_stats.json"
 #: Rows sampled for the logistic regressions new heads start from.
 LOGISTIC_START_ROWS = 200_000
+#: Inverse L2 strengths (scikit-learn's C) tried for those regressions, per task, on validation log loss.
+LOGISTIC_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 @dataclass
@@ -62,6 +66,8 @@ class FinetuneOutcome:
     model_dir: Path
     stats_path: Path
     result: dict[str, Any]
+    #: per task, the C of the logistic regression the head started from (empty: continued from a model)
+    wide_c: dict[str, float] = field(default_factory=dict)
 
 
 def find_pretrained(cfg: Config, train: TrainSettings, max_length: int) -> Pretrained:
@@ -96,28 +102,72 @@ def labelled(df: DataFrame) -> DataFrame:
     return df.where(F.coalesce(*[F.col(c) for c in data.LABEL_COLUMNS]).isNotNull())
 
 
-def logistic_start(rows: DataFrame, stats: FeatureStats, seed: int) -> dict[str, dict[str, Any]]:
-    """Per task, a logistic regression on the normalised features of (a sample of) ``rows``: new heads start
-    as it, so fine-tuning starts from what the features alone give (the wide-and-deep promise).
-    """
+def _normalised(frame: pd.DataFrame, stats: FeatureStats) -> Any:
     import torch
 
-    from propensity.training.model import FeatureNormalizer, fit_logistic
+    from propensity.training.model import FeatureNormalizer
 
-    sample = data.sample_rows(rows.select(*stats.columns, *data.LABEL_COLUMNS), LOGISTIC_START_ROWS, seed)
-    frame: pd.DataFrame = sample.toPandas()
     normalizer = FeatureNormalizer(len(stats.columns))
     normalizer.set_stats(stats)
     with torch.no_grad():
-        x = normalizer(torch.tensor(frame[stats.columns].to_numpy(dtype="float32", na_value=float("nan"))))
+        return normalizer(torch.tensor(frame[stats.columns].to_numpy(dtype="float32", na_value=float("nan"))))
+
+
+def _known(frame: pd.DataFrame, label: str) -> tuple[Any, Any] | None:
+    """Row mask and labels (float64 tensor) of ``label`` where known; None without both classes."""
+    import torch
+
+    known = frame[label].notna().to_numpy()
+    if known.sum() == 0 or frame.loc[known, label].nunique() < 2:
+        return None
+    return torch.from_numpy(known), torch.tensor(frame.loc[known, label].to_numpy(dtype="float64"))
+
+
+def choose_logistic(x: Any, y: Any, val_x: Any | None, val_y: Any | None,
+                    grid: Sequence[float] = LOGISTIC_C_GRID) -> dict[str, Any]:
+    """A logistic regression on ``x``, ``y`` (tensors) whose inverse L2 strength ``c`` (scikit-learn's C) is
+    the one of ``grid`` with the lowest log loss on ``val_x``, ``val_y``; ``c`` = 1 without validation rows.
+
+    :returns: ``{"weight": [...], "bias": b, "c": c, "val_log_loss": loss or None}``.
+    """
+    import torch
+
+    from propensity.evaluation.metrics import log_loss
+    from propensity.training.model import fit_logistic
+
+    if val_x is None or val_y is None or len(val_y) == 0:
+        weight, bias = fit_logistic(x, y)
+        return {"weight": weight, "bias": bias, "c": 1.0, "val_log_loss": None}
+    best: dict[str, Any] = {}
+    for c in grid:
+        weight, bias = fit_logistic(x, y, c=c)
+        probs = torch.sigmoid(val_x.double() @ torch.tensor(weight, dtype=torch.float64) + bias)
+        loss = log_loss(val_y.numpy(), probs.numpy())
+        if not best or loss < best["val_log_loss"]:
+            best = {"weight": weight, "bias": bias, "c": c, "val_log_loss": loss}
+    return best
+
+
+def logistic_start(rows: DataFrame, stats: FeatureStats, seed: int, validation: DataFrame | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Per task, a logistic regression on the normalised features of (a sample of) ``rows``, its L2
+    strength chosen on ``validation`` (:func:`choose_logistic`): new heads start as it, so fine-tuning
+    starts from what the features alone give (the wide-and-deep promise).
+    """
+    columns = [*stats.columns, *data.LABEL_COLUMNS]
+    frame: pd.DataFrame = data.sample_rows(rows.select(*columns), LOGISTIC_START_ROWS, seed).toPandas()
+    val: pd.DataFrame | None = validation.select(*columns).toPandas() if validation is not None else None
+    x = _normalised(frame, stats)
+    val_x = _normalised(val, stats) if val is not None else None
     start: dict[str, dict[str, Any]] = {}
-    for task, label in zip(TASKS, data.LABEL_COLUMNS, strict=True):
-        known = frame[label].notna().to_numpy()
-        if known.sum() == 0 or frame.loc[known, label].nunique() < 2:
+    for label, task in zip(data.LABEL_COLUMNS, TASKS, strict=True):
+        train_part = _known(frame, label)
+        if train_part is None:
             continue
-        y = torch.tensor(frame.loc[known, label].to_numpy(dtype="float64"))
-        weight, bias = fit_logistic(x[torch.from_numpy(known)], y)
-        start[task] = {"weight": weight, "bias": bias}
+        val_part = _known(val, label) if val is not None else None
+        start[task] = choose_logistic(x[train_part[0]], train_part[1],
+                                      val_x[val_part[0]] if val_part is not None and val_x is not None else None,
+                                      val_part[1] if val_part is not None else None)
     return start
 
 
@@ -142,7 +192,8 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
     from propensity.training.distributed import run_distributed
 
     stats = stats or data.feature_stats(rows, feature_columns)
-    wide = None if init_model else logistic_start(rows if wide_rows is None else wide_rows, stats, train.seed)
+    wide = None if init_model else logistic_start(rows if wide_rows is None else wide_rows, stats, train.seed,
+                                                  validation)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats_path = out_dir / STATS_FILE
     stats_path.write_text(stats.to_json())
@@ -165,7 +216,8 @@ def finetune_model(spark: SparkSession, cfg: Config, rows: DataFrame, validation
                         "encoder_source": init_encoder or init_model or "random"},
             wide_init=wide, distill=distill)
         result = run_distributed(finetune_fn, job, train)
-    return FinetuneOutcome(out_dir / MODEL_DIR, stats_path, result)
+    return FinetuneOutcome(out_dir / MODEL_DIR, stats_path, result,
+                           {t: float(fit["c"]) for t, fit in (wide or {}).items()})
 
 
 def log_selection(stage: str, outcome: FinetuneOutcome) -> None:
@@ -173,9 +225,12 @@ def log_selection(stage: str, outcome: FinetuneOutcome) -> None:
     result = outcome.result
     scales = result.get("deep_scales") or {}
     mlflow.log_params({f"{stage}.best_epoch": result["best_epoch"],
-                       **{f"{stage}.deep_scale.{t}": v for t, v in scales.items()}})
-    log.info("%s: kept epoch %s; deep part weight per task (0: the logistic regression alone): %s", stage,
-             result["best_epoch"], ", ".join(f"{t} {v:g}" for t, v in scales.items()) or "n/a (no validation)")
+                       **{f"{stage}.deep_scale.{t}": v for t, v in scales.items()},
+                       **{f"{stage}.wide_c.{t}": v for t, v in outcome.wide_c.items()}})
+    log.info("%s: kept epoch %s; per task the deep part's weight (0: the logistic regression alone) %s;"
+             " the regression's C %s", stage, result["best_epoch"],
+             ", ".join(f"{t} {v:g}" for t, v in scales.items()) or "n/a (no validation)",
+             ", ".join(f"{t} {v:g}" for t, v in outcome.wide_c.items()) or "n/a (continued)")
 
 
 def source_platforms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, train: TrainSettings) -> list[str]:

@@ -130,9 +130,13 @@ def score_model(spark: SparkSession, cfg: Config, model_uri: str, rows: DataFram
     A ``models:/name``, ``models:/name/latest`` or ``models:/name@alias`` URI is pinned to the version
     it points at now, so the results name exactly the version scored.
     """
+    from propensity.scoring.score import resolve_model
+
     version = mlflow_utils.resolve_version(cfg, model_uri)
     pinned = version.model_uri if version else model_uri
-    return version, pinned, score(spark, pinned, rows).select(*SCORED_COLUMNS).toPandas()
+    # the copy under storage.root that scoring and the fusion model use too: downloaded once
+    source = resolve_model(cfg, pinned).local_path if version else pinned
+    return version, pinned, score(spark, source, rows).select(*SCORED_COLUMNS).toPandas()
 
 
 def model_metric_rows(name: str, version: str | None, model_uri: str, scored: pd.DataFrame

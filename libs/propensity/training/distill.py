@@ -58,7 +58,10 @@ def model_artifacts(cfg: Config, model_uri: str, key: str = "distill.teacher_uri
 
 
 def with_teacher_logits(spark: SparkSession, teacher_uri: str, rows: DataFrame) -> DataFrame:
-    """``rows`` plus ``teacher_logit_<task>`` columns: the teacher's logits, one Spark pass."""
+    """``rows`` plus ``teacher_logit_<task>`` columns: the teacher's logits, one Spark pass.
+
+    :param teacher_uri: the teacher pyfunc: a ``models:/`` URI or its local folder.
+    """
     from propensity.evaluation.evaluate import score
 
     scored = score(spark, teacher_uri, rows)
@@ -76,6 +79,7 @@ def run_distill(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = No
     :raises PropensityError: no teacher, or no labelled train rows.
     """
     from propensity.features import FEATURE_COLUMNS
+    from propensity.scoring.score import resolve_model
     from propensity.training.finetune import finetune_model, labelled, log_selection, train_and_validation_rows
     from propensity.training.pyfunc import input_example, log_pyfunc_model
 
@@ -88,7 +92,8 @@ def run_distill(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = No
     features = list(FEATURE_COLUMNS)
     distill = {"alpha": cfg.distill.alpha, "temperature": cfg.distill.temperature}
     try:
-        soft = with_teacher_logits(spark, teacher.model_uri, rows)
+        # the folder model_artifacts downloaded: no second download by spark_udf
+        soft = with_teacher_logits(spark, resolve_model(cfg, teacher.model_uri).local_path, rows)
         with mlflow.start_run(run_name="student-distill", tags={"stage": "distill", "model": "student"}) as run:
             mlflow_utils.log_params("student", cfg.student.to_dict())
             mlflow_utils.log_params("training", train.to_dict())

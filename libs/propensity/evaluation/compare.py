@@ -87,9 +87,10 @@ def _fusion(cfg: Config, run_id: str, teacher: pd.DataFrame, student: pd.DataFra
                              {t: val.loc[known[t], f"{t}_score"].to_numpy() for t in TASKS},
                              {t: val.loc[known[t], f"{t}_score_student"].to_numpy() for t in TASKS},
                              cfg.evaluation.fusion_weight_step)
-    _, t_model, t_tok = model_artifacts(cfg, uris[TEACHER], "the teacher")
-    _, s_model, s_tok = model_artifacts(cfg, uris[STUDENT], "the student")
-    version = log_fusion_model((t_model, t_tok), (s_model, s_tok), weights, example,
+    teacher_files = model_artifacts(cfg, uris[TEACHER], "the teacher")
+    student_files = model_artifacts(cfg, uris[STUDENT], "the student")
+    version = log_fusion_model((teacher_files.model_dir, teacher_files.tokenizer_dir),
+                               (student_files.model_dir, student_files.tokenizer_dir), weights, example,
                                mlflow_utils.registered_name(cfg, FUSION),
                                mlflow_utils.checkpoint_dir(cfg, "fusion", run_id))
     scores = fuse(merged[[f"{t}_score" for t in TASKS]].set_axis(list(TASKS), axis=1),

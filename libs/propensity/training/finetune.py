@@ -165,9 +165,9 @@ def logistic_start(rows: DataFrame, stats: FeatureStats, seed: int, validation: 
         if train_part is None:
             continue
         val_part = _known(val, label) if val is not None else None
+        val_rows, val_y = val_part if val_part is not None else (None, None)
         start[task] = choose_logistic(x[train_part[0]], train_part[1],
-                                      val_x[val_part[0]] if val_part is not None and val_x is not None else None,
-                                      val_part[1] if val_part is not None else None)
+                                      None if val_x is None or val_rows is None else val_x[val_rows], val_y)
     return start
 
 

@@ -204,17 +204,21 @@ class PropensityModel(nn.Module):
         assert isinstance(head, TaskHead)
         return head
 
+    def _head_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What every head reads: pooled sequence embeddings and normalised features."""
+        pooled = self.encode(input_ids, attention_mask)
+        return pooled, self.normalizer(features).to(pooled.dtype)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, len(TASKS))`` from token ids, their mask and the raw features."""
-        pooled = self.encode(input_ids, attention_mask)
-        feats = self.normalizer(features).to(pooled.dtype)
+        pooled, feats = self._head_inputs(input_ids, attention_mask, features)
         return torch.stack([self.heads[t](pooled, feats) for t in TASKS], dim=1)
 
     def forward_parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Wide and unscaled deep logits, each ``(batch, len(TASKS))``."""
-        pooled = self.encode(input_ids, attention_mask)
-        feats = self.normalizer(features).to(pooled.dtype)
+        pooled, feats = self._head_inputs(input_ids, attention_mask, features)
         wide, deep = zip(*(self._head(t).parts(pooled, feats) for t in TASKS), strict=True)
         return torch.stack(wide, dim=1), torch.stack(deep, dim=1)
 

@@ -11,11 +11,11 @@ JARS_STAMP := $(JARS)/.fetched-$(DELTA_VERSION)
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: setup jars test lint unit demo bench clean
+.PHONY: setup jars test lint unit test-all docs demo bench clean
 
 setup: $(INSTALLED) $(JARS_STAMP)
 
-$(INSTALLED): requirements.txt constraints.txt setup.py
+$(INSTALLED): requirements.txt constraints.txt setup.py libs/propensity/verbs.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0])'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
@@ -39,10 +39,17 @@ lint: setup
 	$(VENV)/bin/ruff check libs tests jobs benchmarks setup.py
 	$(VENV)/bin/mypy
 
+# The fast tier: no training processes, no Thrift server, no CLI subprocesses (pytest markers in pyproject.toml).
 unit: setup
+	$(VENV)/bin/pytest -q -m "not slow and not distributed and not server"
+
+# Everything: what CI (.ci/run) and the README run.
+test: lint
 	$(VENV)/bin/pytest -q
 
-test: lint unit
+# Regenerate the files made from the code: docs/*.md reference pages, conf/base.yml, jobs/*.py.
+docs: setup
+	$(PY) -m propensity.docgen
 
 demo: setup
 	$(VENV)/bin/propensity demo

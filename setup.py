@@ -1,19 +1,19 @@
-"""Package `propensity` from libs/; pins come from requirements.txt (the one place they live)."""
+"""Package `propensity` from libs/; pins come from requirements.txt, verbs from libs/propensity/verbs.py."""
 
+import runpy
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+# The one list of verbs; the module imports nothing, so it is read without the package's dependencies.
+JOB_VERBS = runpy.run_path(str(HERE / "libs" / "propensity" / "verbs.py"))["JOB_VERBS"]
 
 
 def _requirements() -> list[str]:
     lines = (HERE / "requirements.txt").read_text().splitlines()
     return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
 
-
-STAGES = ["generate", "ingest", "features", "pretrain", "finetune", "distill", "evaluate", "score", "publish",
-          "sql"]
 
 setup(
     name="propensity",
@@ -29,7 +29,7 @@ setup(
         "console_scripts": [
             "propensity=propensity.cli:main",
             # One entry point per stage for Databricks python_wheel_task.
-            *[f"propensity-{stage}=propensity.cli:{stage}_entry" for stage in STAGES],
+            *[f"propensity-{verb}=propensity.cli:{verb}_entry" for verb in JOB_VERBS],
         ]
     },
 )

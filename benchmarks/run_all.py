@@ -1,4 +1,4 @@
-"""``make bench``: the scoring benchmark (issue 6, DESIGN section 9), self-contained, a few minutes on 2 cores.
+"""``make bench``: the scoring benchmark (docs/benchmarks.md), self-contained, a few minutes on 2 cores.
 
     .venv/bin/python benchmarks/run_all.py [--users 20000] [--root DIR] [--rounds 2] [--full]
         [--conf FILE] [--set key=value]
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import scoring_bench  # a sibling file, not a package
 
-from propensity.config import load_config
-from propensity.spark import get_spark
+from propensity.core.config import load_config
+from propensity.core.spark import get_spark
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Scoring throughput benchmark (issue 6, DESIGN section 9): rows/s of three ways to score the same rows.
+"""Scoring throughput benchmark (docs/benchmarks.md): rows/s of three ways to score the same rows.
 
 Self-contained: no feeds, no trained models. It trains a WordPiece tokenizer on synthetic
 ``behavior_text`` lines, builds a teacher and a student with **random weights** at the
@@ -6,7 +6,7 @@ config's ``teacher`` / ``student`` sizes (throughput does not depend on the weig
 registers both in a temporary MLflow registry, and scores N synthetic users (a cached Spark
 DataFrame, counted before any timing) with
 
-* ``scoring``: our job's path, :func:`propensity.scoring.score.score_features` (``mapInPandas``);
+* ``scoring``: our job's path, :func:`propensity.models.spark_scoring.score_frame` (``mapInPandas``);
 * ``spark_udf``: ``mlflow.pyfunc.spark_udf`` on the same registered model version;
 * ``torch_loop``: the ceiling, a plain loop in this process, no Spark: tokenise a batch, run
   the network, next batch, with ``torch.set_num_threads`` = Spark's task slots x torch
@@ -37,11 +37,12 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from propensity.config import Config
-from propensity.features import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES
-from propensity.scoring.score import ResolvedModel, resolve_model, score_features, worker_threads
-from propensity.training.model import TASKS, FeatureStats, PropensityModel, bert_config, save_model
-from propensity.training.settings import ModelSettings
+from propensity.core.config import Config, ModelSettings
+from propensity.core.schema import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES, TASKS
+from propensity.models.network import FeatureStats, PropensityModel, bert_config, save_model
+from propensity.models.pyfunc import PropensityPyfunc
+from propensity.models.registry import ResolvedModel, resolve_model
+from propensity.models.spark_scoring import score_frame, worker_threads
 
 #: The three ways of scoring the same rows (see the module docstring).
 METHODS = ("scoring", "spark_udf", "torch_loop")
@@ -154,7 +155,7 @@ def _event_pool(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def synthetic_texts(n: int, events: int, seed: int = 0) -> list[str]:
-    """``n`` behaviour texts of ``events`` events each, in the format of :mod:`propensity.features.behavior`."""
+    """``n`` behaviour texts of ``events`` events each, in the format of :mod:`propensity.stages.features.behavior`."""
     rng = np.random.default_rng(seed)
     pool = _event_pool(rng, 20_000)
     picks = rng.integers(0, len(pool), size=(n, events))
@@ -211,8 +212,7 @@ def build_model(role: str, settings: ModelSettings, vocab_size: int, pad_id: int
     import torch
 
     torch.manual_seed(seed)
-    config = bert_config(vocab_size, settings.hidden_size, settings.num_layers, settings.num_heads,
-                         settings.intermediate_size, settings.max_length, settings.dropout, pad_token_id=pad_id)
+    config = bert_config(settings, vocab_size, pad_token_id=pad_id)
     model = PropensityModel(config, list(FEATURE_COLUMNS), settings.head_hidden_size).eval()
     model.normalizer.set_stats(stats)
     return save_model(model, out_dir, extra={"max_length": settings.max_length, "stage": f"bench-{role}"})
@@ -222,9 +222,9 @@ def build_models(cfg: Config, rows: pd.DataFrame, work: Path) -> dict[str, Bench
     """Tokenizer, random teacher and student, registered as ``bench_teacher`` / ``bench_student``."""
     import mlflow
 
-    from propensity.tokenizer import load_tokenizer, train_tokenizer
-    from propensity.training.mlflow_utils import setup_mlflow
-    from propensity.training.pyfunc import input_example, log_pyfunc_model
+    from propensity.core.tracking import setup_mlflow
+    from propensity.models.pyfunc import input_example, log_pyfunc_model
+    from propensity.models.tokenizer import load_tokenizer, train_tokenizer
 
     texts = rows["behavior_text"].head(2000).tolist()
     tokenizer_dir = train_tokenizer(texts, cfg.teacher.vocab_size, work / "tokenizer")
@@ -260,8 +260,8 @@ def _noop(df: DataFrame) -> None:
 
 
 def scoring_method(spark: SparkSession, cfg: Config, model: BenchModel) -> Callable[[DataFrame], DataFrame]:
-    """(a) Our job's scoring: :func:`score_features` (``mapInPandas``, the model loaded once per worker)."""
-    return lambda df: score_features(spark, cfg, df, model.resolved)
+    """(a) Our job's scoring: :func:`score_frame` (``mapInPandas``, the model loaded once per worker)."""
+    return lambda df: score_frame(spark, cfg, df, model.resolved)
 
 
 def spark_udf_method(spark: SparkSession, cfg: Config, model: BenchModel) -> Callable[[DataFrame], DataFrame]:
@@ -281,32 +281,20 @@ def spark_udf_method(spark: SparkSession, cfg: Config, model: BenchModel) -> Cal
 
 
 class TorchLoop:
-    """(c) The ceiling: tokenise a batch, run the network, next batch; one process, no Spark, no pandas per batch."""
+    """(c) The ceiling: the pyfunc's own core (:meth:`PropensityPyfunc.probabilities`: tokenise a batch, run the
+    network, next batch) called directly; one process, no Spark, no pandas per batch."""
 
-    def __init__(self, model: BenchModel, threads: int, batch_size: int) -> None:
-        from propensity.training.pyfunc import PropensityPyfunc
-
+    def __init__(self, model: BenchModel, threads: int) -> None:
         self.pyfunc = PropensityPyfunc().load(model.model_dir, model.tokenizer_dir)
         self.threads = threads
-        self.batch_size = batch_size
 
     def __call__(self, rows: pd.DataFrame) -> np.ndarray:
         """Probabilities ``(len(rows), 3)``."""
         import torch
 
-        net, encoder = self.pyfunc.model, self.pyfunc.encoder
-        assert net is not None and encoder is not None
         torch.set_num_threads(self.threads)
-        texts = rows["behavior_text"].tolist()
         features = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan)
-        out = np.empty((len(rows), len(TASKS)), dtype=np.float64)
-        with torch.inference_mode():
-            for start in range(0, len(rows), self.batch_size):
-                stop = start + self.batch_size
-                ids, mask = encoder(texts[start:stop])
-                logits = net(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(features[start:stop]))
-                out[start:stop] = torch.sigmoid(logits.float()).numpy()
-        return out
+        return self.pyfunc.probabilities(rows["behavior_text"].tolist(), features)
 
 
 def measure(result: BenchResult, spark: SparkSession, cfg: Config, model: BenchModel, methods: Sequence[str],
@@ -316,7 +304,7 @@ def measure(result: BenchResult, spark: SparkSession, cfg: Config, model: BenchM
     actions: dict[str, Callable[[], object]] = {}
     for method in methods:
         if method == "torch_loop":
-            actions[method] = partial(TorchLoop(model, result.total_threads, cfg.scoring.batch_size), rows)
+            actions[method] = partial(TorchLoop(model, result.total_threads), rows)
         else:
             make = scoring_method if method == "scoring" else spark_udf_method
             actions[method] = partial(_noop, make(spark, cfg, model)(df))
@@ -336,7 +324,7 @@ def cross_check(result: BenchResult, spark: SparkSession, cfg: Config, model: Be
     """Score ``sample`` with all three methods and keep the largest difference (the methods ran the model)."""
     df = to_spark(spark, sample, partitions)
     by_user = sample["user_id"].to_numpy()
-    outputs = [TorchLoop(model, result.total_threads, cfg.scoring.batch_size)(sample)]
+    outputs = [TorchLoop(model, result.total_threads)(sample)]
     for make in (scoring_method, spark_udf_method):
         got = make(spark, cfg, model)(df).toPandas().set_index("user_id").loc[by_user]
         outputs.append(got[[f"{t}_score" for t in TASKS]].to_numpy(dtype=np.float64))
@@ -351,12 +339,12 @@ def profile(result: BenchResult, model: BenchModel, rows: pd.DataFrame, batch_si
     encoder the model uses), feature preparation and the network's forward pass."""
     import torch
 
-    from propensity.tokenizer import encode
-    from propensity.training.pyfunc import PropensityPyfunc
+    from propensity.models.tokenizer import encode
 
     pyfunc = PropensityPyfunc().load(model.model_dir, model.tokenizer_dir)
     net, encoder = pyfunc.model, pyfunc.encoder
-    assert net is not None and encoder is not None
+    if net is None or encoder is None:
+        raise RuntimeError("the benchmark model did not load")
     texts = rows["behavior_text"].tolist()
     batches = range(0, len(texts), batch_size)
     torch.set_num_threads(1)

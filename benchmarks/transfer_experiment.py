@@ -17,19 +17,13 @@ import sys
 import time
 from dataclasses import replace
 
-from propensity.config import Config, load_config
-from propensity.spark import get_spark
-from propensity.training.pretrain import latest_pretrained, run_pretrain
-from propensity.training.settings import TeacherSettings, TrainSettings
-from propensity.training.transfer import DEFAULT_FRACTIONS, run_transfer_experiment
-
-
-def settings(cfg: Config) -> tuple[TeacherSettings, TrainSettings]:
-    """The ``teacher`` and ``training`` sections when the config has them, else their defaults."""
-    teacher = getattr(cfg, "teacher", None)
-    train = getattr(cfg, "training", None)
-    return (teacher if isinstance(teacher, TeacherSettings) else TeacherSettings(),
-            train if isinstance(train, TrainSettings) else TrainSettings())
+from propensity.core.config import load_config
+from propensity.core.datasets import plan_snapshots
+from propensity.core.spark import get_spark
+from propensity.stages.features import ensure_snapshots
+from propensity.stages.training.pretrain import run_pretrain
+from propensity.stages.training.start import latest_pretrained
+from propensity.stages.training.transfer import DEFAULT_FRACTIONS, run_transfer_experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,16 +41,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--fractions={args.fractions!r} must be numbers in (0, 1]")
 
     cfg = load_config(args.conf, args.overrides)
+    train = cfg.training
+    cfg = replace(cfg, training=replace(train, target_platform=args.target,
+                                        transfer_mode=args.mode or train.transfer_mode,
+                                        source_platforms=[p for p in train.source_platforms if p != args.target]))
     spark = get_spark(cfg)
-    teacher, train = settings(cfg)
-    train = replace(train, target_platform=args.target, transfer_mode=args.mode or train.transfer_mode,
-                    source_platforms=[p for p in train.source_platforms if p != args.target])
     start = time.perf_counter()
+    plan = plan_snapshots(spark, cfg)
+    ensure_snapshots(spark, cfg, plan)
     if args.pretrain or latest_pretrained(cfg) is None:
-        print(f"pretrained encoder: {run_pretrain(spark, cfg, teacher, train)}")
-    result = run_transfer_experiment(spark, cfg, teacher, train, fractions)
+        print(f"pretrained encoder: {run_pretrain(spark, cfg, plan)}")
+    result = run_transfer_experiment(spark, cfg, fractions, plan)
     table = result.pivot_table(index=["arm", "fraction"], columns="task", values="auc").round(4)
-    print(f"\ntest AUC on {args.target} ({train.transfer_mode} mode, {time.perf_counter() - start:.0f}s):")
+    print(f"\ntest AUC on {args.target} ({cfg.training.transfer_mode} mode, {time.perf_counter() - start:.0f}s):")
     print(table.to_string())
     return 0
 

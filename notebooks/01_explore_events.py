@@ -12,8 +12,8 @@ schema = dbutils.widgets.get("schema")
 
 # COMMAND ----------
 
-from propensity.config import load_config
-from propensity.spark import get_spark
+from propensity.core.config import load_config
+from propensity.core.spark import get_spark
 
 cfg = load_config(overrides=[f"storage.catalog={catalog}", f"storage.schema={schema}"])
 spark = get_spark(cfg)

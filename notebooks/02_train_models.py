@@ -18,14 +18,16 @@ overrides = [o.strip() for o in dbutils.widgets.get("overrides").split(",") if o
 
 # COMMAND ----------
 
-from propensity.config import load_config
-from propensity.spark import get_spark
-from propensity.training.data import load_plan
+from propensity.core.config import load_config
+from propensity.core.datasets import plan_snapshots
+from propensity.core.spark import get_spark
+from propensity.stages.features import ensure_snapshots
 
 cfg = load_config(overlays, [f"storage.catalog={catalog}", f"storage.schema={schema}", *overrides])
 spark = get_spark(cfg)
-plan = load_plan(spark, cfg)
-print(plan)
+plan = plan_snapshots(spark, cfg)
+ensure_snapshots(spark, cfg, plan)  # the training plan's snapshots, built where missing
+print(plan.describe())
 
 # COMMAND ----------
 
@@ -33,9 +35,9 @@ print(plan)
 
 # COMMAND ----------
 
-from propensity.training.pretrain import run_pretrain
+from propensity.stages.training.pretrain import run_pretrain
 
-checkpoint = run_pretrain(spark, cfg, cfg.teacher, cfg.training, plan=plan)
+checkpoint = run_pretrain(spark, cfg, plan=plan)
 checkpoint
 
 # COMMAND ----------
@@ -44,9 +46,9 @@ checkpoint
 
 # COMMAND ----------
 
-from propensity.training.finetune import run_finetune
+from propensity.stages.training.finetune import run_finetune
 
-teacher = run_finetune(spark, cfg, cfg.teacher, cfg.training, plan=plan)
+teacher = run_finetune(spark, cfg, plan=plan)
 teacher
 
 # COMMAND ----------
@@ -55,7 +57,7 @@ teacher
 
 # COMMAND ----------
 
-from propensity.training.distill import run_distill
+from propensity.stages.training.distill import run_distill
 
 student = run_distill(spark, cfg, plan=plan)
 student
@@ -66,9 +68,9 @@ student
 
 # COMMAND ----------
 
-from propensity.evaluation.compare import run_evaluate_all
+from propensity.stages.evaluation.evaluate import run_evaluate
 
-report = run_evaluate_all(spark, cfg, plan=plan)
+report = run_evaluate(spark, cfg, plan=plan)
 print(report.format())
 
 # COMMAND ----------

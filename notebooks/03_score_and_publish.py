@@ -19,10 +19,11 @@ model_uri = dbutils.widgets.get("model_uri")
 
 from datetime import date
 
-from propensity.config import load_config
-from propensity.scoring.publish import publish
-from propensity.scoring.score import score_path_summary, score_snapshot
-from propensity.spark import get_spark
+from propensity.core.config import load_config
+from propensity.core.spark import get_spark
+from propensity.stages.features import write_snapshot
+from propensity.stages.publish.publish import publish
+from propensity.stages.scoring.score import score_snapshot
 
 cfg = load_config(["conf/databricks.yml"], [f"storage.catalog={catalog}", f"storage.schema={schema}"])
 spark = get_spark(cfg)
@@ -30,8 +31,9 @@ day = date.fromisoformat(snapshot_date)
 
 # COMMAND ----------
 
+print(f"training_examples: {write_snapshot(spark, cfg, day, with_labels=False)} rows for {day} (no labels)")
 result = score_snapshot(spark, cfg, day, model_uri)
-print(score_path_summary(result))
+print(result.format())
 
 # COMMAND ----------
 

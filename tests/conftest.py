@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from propensity.config import Config, load_config
-from propensity.spark import get_spark
+from propensity.core.config import Config, load_config
+from propensity.core.spark import get_spark
 
 _schema_ids = itertools.count()
 

@@ -13,20 +13,18 @@ from typing import Any
 import mlflow
 import pandas as pd
 from delta.tables import DeltaTable
-from test_scoring import EVENTS, _register, _toy_models
+from test_scoring import _register, _toy_models, write_events_and_features
 
-from propensity.config import load_config
-from propensity.scoring.score import score_snapshot
-from propensity.spark import get_spark
-from propensity.tables import ensure_table
+from propensity.core.config import load_config
+from propensity.core.spark import get_spark
+from propensity.stages.scoring.score import score_snapshot
 
 
 def main(root: str) -> None:
     cfg = load_config(overrides=[f"storage.root={root}", "spark.master=local[2]", "spark.shuffle_partitions=2",
                                  f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db"])
     spark = get_spark(cfg)
-    ensure_table(spark, cfg, "events")
-    spark.createDataFrame(EVENTS, spark.table(cfg.table("events")).schema).writeTo(cfg.table("events")).append()
+    write_events_and_features(spark, cfg)
     recency, _ = _toy_models()
     score_snapshot(spark, cfg, date(2026, 1, 20), _register(cfg, recency(), "recency"))
     version = DeltaTable.forName(spark, cfg.table("user_scores")).history(1).first()["version"]

@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from propensity.cli import build_parser
+from propensity.cli import VERBS, build_parser
+from propensity.core.config import Config
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -27,6 +29,7 @@ def test_parser_knows_every_verb_and_global_options() -> None:
         build_parser().parse_args(["sql", "SELECT 1", "--format", "xml"])
 
 
+@pytest.mark.slow
 def test_config_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     result = _run(["--set", "features.lookbak_days=3", "ingest"], tmp_path)
     assert result.returncode == 2
@@ -37,6 +40,7 @@ def test_config_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_missing_feed_file_and_sql_json(tmp_path: Path) -> None:
     """One Spark process: a missing feed fails in one line; sql --format json prints pure JSON."""
     root = f"storage.root={tmp_path / 'state'}"
@@ -54,6 +58,7 @@ def test_missing_feed_file_and_sql_json(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == [{"x": 1, "y": "a"}, {"x": 2, "y": None}]
 
 
+@pytest.mark.slow
 def test_config_verb_prints_the_resolved_config_and_keys(tmp_path: Path) -> None:
     import yaml
 
@@ -68,9 +73,57 @@ def test_config_verb_prints_the_resolved_config_and_keys(tmp_path: Path) -> None
     assert "evaluation.gate_margin" in lines
 
 
+@pytest.mark.slow
 def test_training_verb_before_ingest_is_one_line(tmp_path: Path) -> None:
     result = _run(["--set", f"storage.root={tmp_path / 'state'}", "distill"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("propensity distill: error: table ")
     assert "run `propensity ingest` first" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ one error policy, every verb
+
+def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
+    """(arguments, expected start of the message) of each verb run where its input is missing or bad."""
+    not_a_demo = tmp_path / "not-a-demo"
+    not_a_demo.mkdir()
+    (not_a_demo / "keep.txt").write_text("mine")
+    return [
+        (["generate", "--out", str(tmp_path / "feeds"), "--users", "5"], "--users 5 is too small"),
+        (["ingest"], "no feeds configured"),
+        (["features"], "give --snapshot-date YYYY-MM-DD or --training-set"),
+        (["features", "--snapshot-date", "2026-03-01"], "table .*events does not exist yet; run `propensity ingest`"),
+        (["pretrain"], "table .*events does not exist yet; run `propensity ingest` first"),
+        (["finetune"], "table .*events does not exist yet; run `propensity ingest` first"),
+        (["distill"], "table .*events does not exist yet; run `propensity ingest` first"),
+        (["evaluate"], "table .*events does not exist yet; run `propensity ingest` first"),
+        (["score", "--snapshot-date", "2026-03-01"], "model URI 'models:/propensity_student@champion' cannot be"),
+        (["publish", "--snapshot-date", "2026-03-01"],
+         "table .*user_scores does not exist yet; run `propensity score`"),
+        (["sql", "SELEC 1"], "query failed: .*PARSE_SYNTAX_ERROR"),
+        (["sql-server", "--port", "0"], "--port 0 is not a TCP port"),
+        (["config", "--set", "training.epochs=0"], r"training.epochs=0 must be >= 1"),
+        (["demo", "--root", str(not_a_demo)], "--root .* is not empty and was not made by `propensity demo`"),
+    ]
+
+
+def test_every_verb_fails_with_one_line_and_exit_code_2(spark: object, make_config: Callable[..., Config],
+                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each verb on a missing table, model or snapshot, or a bad argument: exit code 2, one line on stderr."""
+    import re
+
+    from propensity.cli import main
+
+    cfg = make_config(overrides=[f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    common = ["--set", f"storage.root={cfg.storage.root}", "--set", f"storage.schema={cfg.storage.schema}",
+              "--set", f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"]
+    cases = _verb_cases(tmp_path)
+    assert {args[0] for args, _ in cases} == set(VERBS)
+    for args, message in cases:
+        code = main([*args, *common])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2, (args, err)
+        assert len(lines) == 1 and "Traceback" not in err, (args, err)
+        assert re.match(rf"propensity {args[0]}: error: {message}", lines[0]), (args, lines[0])

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from propensity.config import describe, load_config
-from propensity.errors import ConfigError
+from propensity.core.config import Config, load_config, repo_conf_dir
+from propensity.core.config.reference import defaults_yaml, describe
+from propensity.core.errors import ConfigError
 
 
 def test_defaults_come_from_base_and_local() -> None:
@@ -52,10 +53,14 @@ def test_platform_list_is_validated_and_indexable() -> None:
     ("platforms=[{name: a, format: rees46, events: x, colour: red}]", r"unknown config key platforms\[0\].colour"),
     ("nonsense", r"must look like dotted.key=value"),
     ("teacher.num_heads=3", r"teacher.hidden_size=128 is not divisible by teacher.num_heads=3"),
-    ("student.max_length=2", r"student.max_length=2 must be in 3..4096"),
+    ("student.max_length=2", r"student.max_length=2 must be in \[3, 4096\]"),
     ("training.transfer_mode=partial", r"training.transfer_mode='partial' is unknown; use one of head, full"),
     ("distill.alpha=1.5", r"distill.alpha=1.5 must be in \[0, 1\]"),
-    ("distill.temperature=0", r"distill.temperature=0.0 must be > 0"),
+    ("distill.temperature=0", r"distill.temperature=0.0 must be in \(0, 100\], e.g. 2.0"),
+    ("distill.temperature=.inf", r"distill.temperature=inf must be a finite number"),
+    ("publish.valuable_min_spend=-5", r"publish.valuable_min_spend=-5.0 must be in \[0, 1e\+12\]"),
+    ("publish.valuable_min_spend=.nan", r"publish.valuable_min_spend=nan must be a finite number"),
+    ("training.learning_rate=-.inf", r"training.learning_rate=-inf must be a finite number"),
     ("evaluation.fusion_weight_step=0", r"evaluation.fusion_weight_step=0.0 must be in \(0, 0.5\]"),
 ])
 def test_bad_values_name_the_key(override: str, message: str) -> None:
@@ -89,9 +94,26 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("features: [unclosed\n")
     with pytest.raises(ConfigError, match=r"is not valid YAML"):
         load_config([bad])
+    twice = tmp_path / "twice.yml"
+    twice.write_text("features:\n  lookback_days: 14\n  lookback_days: 21\n")
+    with pytest.raises(ConfigError, match=r"twice.yml' is not valid YAML: key 'lookback_days' appears twice"
+                                          r" in one mapping \(line 3\); keep one"):
+        load_config([twice])
 
 
 def test_every_field_has_help() -> None:
-    rows = describe()
-    assert ("features.lookback_days", "Feature window before the snapshot date, in days.") in rows
-    assert all(help_text for _, help_text in rows)
+    keys = {k.name: k for k in describe()}
+    assert keys["features.lookback_days"].help == "Feature window before the snapshot date, in days."
+    assert keys["features.lookback_days"].default == "30" and keys["platforms[].format"].type == "str"
+    assert all(k.help for k in keys.values())
+
+
+def test_base_yml_is_the_dataclass_defaults() -> None:
+    """conf/base.yml is rendered from the dataclasses (defaults and help), so the two cannot drift."""
+    import dataclasses
+
+    import yaml
+
+    text = (repo_conf_dir() / "base.yml").read_text()
+    assert text == defaults_yaml(), "conf/base.yml is stale: run `propensity config --defaults > conf/base.yml`"
+    assert yaml.safe_load(text) == dataclasses.asdict(Config())

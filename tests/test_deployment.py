@@ -25,8 +25,10 @@ def _deps(task: dict[str, Any]) -> list[str]:
 def test_targets_and_variables() -> None:
     assert set(BUNDLE["targets"]) == {"dev", "prod"}
     assert BUNDLE["targets"]["dev"]["mode"] == "development" and BUNDLE["targets"]["prod"]["mode"] == "production"
-    assert {"catalog", "schema", "teacher_model_name", "student_model_name", "etl_node_type",
-            "gpu_node_type"} <= set(BUNDLE["variables"])
+    assert set(BUNDLE["variables"]) == {"catalog", "schema", "etl_node_type", "gpu_node_type", "snapshot_date"}
+    text = (ROOT / "databricks.yml").read_text()
+    for name in BUNDLE["variables"]:
+        assert f"${{var.{name}}}" in text, f"bundle variable {name} is declared but never used"
 
 
 def test_train_job_is_the_training_dag_on_the_right_clusters() -> None:
@@ -43,8 +45,9 @@ def test_train_job_is_the_training_dag_on_the_right_clusters() -> None:
 
 def test_daily_scoring_job() -> None:
     tasks = {t["task_key"]: t for t in JOBS["score_and_publish"]["tasks"]}
-    assert [(k, _deps(t)) for k, t in tasks.items()] == [("ingest", []), ("score", ["ingest"]),
-                                                           ("publish", ["score"])]
+    assert [(k, _deps(t)) for k, t in tasks.items()] == [("ingest", []), ("features", ["ingest"]),
+                                                           ("score", ["features"]), ("publish", ["score"])]
+    assert "--no-labels" in tasks["features"]["python_wheel_task"]["parameters"]
     assert JOBS["score_and_publish"]["schedule"]["quartz_cron_expression"].startswith("0 0 5 * * ")
     # the YAML anchors really share one cluster definition between the two jobs
     assert JOBS["score_and_publish"]["job_clusters"][0]["new_cluster"] == JOBS["train"]["job_clusters"][0][
@@ -62,7 +65,7 @@ def test_every_task_calls_an_existing_entry_point_with_catalog_and_schema(job: s
         params = wheel["parameters"]
         assert params[params.index("--catalog") + 1] == "${var.catalog}"
         assert params[params.index("--schema") + 1] == "${var.schema}"
-        if task["task_key"] in ("score", "publish"):
+        if task["task_key"] in ("score", "publish") or (job == "score_and_publish" and task["task_key"] == "features"):
             assert params[params.index("--snapshot-date") + 1] == "${var.snapshot_date}"
 
 

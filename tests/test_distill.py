@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import mlflow
 import numpy as np
@@ -13,11 +14,16 @@ import pytest
 import torch
 from pyspark.sql import SparkSession
 
-from propensity.config import Config
-from propensity.evaluation.gates import CHAMPION_ALIAS, GATE_TAG, Gate, apply_gates, check_gates
-from propensity.training import mlflow_utils
-from propensity.training.fusion import choose_weights, fuse, weight_grid
-from propensity.training.model import TASKS, distillation_loss
+from propensity.core.config import Config
+from propensity.core.datasets import SnapshotPlan
+from propensity.core.schema import FEATURE_COLUMNS, TASKS
+from propensity.core.tracking import client, setup_mlflow
+from propensity.models.network import distillation_loss
+from propensity.models.pyfunc import fuse
+from propensity.models.registry import CHAMPION_ALIAS, GATE_FAILURE_TAG, RegisteredModelVersion
+from propensity.stages.evaluation.evaluate import EvaluationReport
+from propensity.stages.evaluation.fusion import choose_weights, weight_grid
+from propensity.stages.evaluation.gates import Gate, apply_gates, check_gates
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -113,45 +119,55 @@ class _Constant(mlflow.pyfunc.PythonModel):
 def test_gates_keep_the_previous_champion_when_a_worse_model_comes(make_config: Callable[..., Config],
                                                                    tmp_path: pytest.TempPathFactory) -> None:
     cfg = make_config(overrides=[f"storage.root={tmp_path}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"])
-    mlflow_utils.setup_mlflow(cfg)
+    setup_mlflow(cfg)
     versions = []
     for _ in range(2):
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(name="model", python_model=_Constant(), registered_model_name="gated",
                                            pip_requirements=["pandas"])
-        versions.append(mlflow_utils.RegisteredModelVersion("gated", str(info.registered_model_version), "r"))
-    client = mlflow_utils.client(cfg)
+        versions.append(RegisteredModelVersion("gated", str(info.registered_model_version), "r"))
+    registry = client(cfg)
     baselines = {"baseline_lr": {t: 0.7 for t in TASKS}, "baseline_gbt": {t: 0.72 for t in TASKS}}
 
     good = check_gates({**baselines, "gated": {t: 0.75 for t in TASKS}}, {"gated": "1"}, list(baselines), 0.0)
     assert apply_gates(cfg, {"gated": versions[0]}, good) == {"gated": True}
-    assert str(client.get_model_version_by_alias("gated", CHAMPION_ALIAS).version) == "1"
+    assert str(registry.get_model_version_by_alias("gated", CHAMPION_ALIAS).version) == "1"
 
     worse = check_gates({**baselines, "gated": {"purchase": 0.9, "click": 0.71, "churn": 0.9}}, {"gated": "2"},
                         list(baselines), 0.0)
     assert apply_gates(cfg, {"gated": versions[1]}, worse) == {"gated": False}
-    assert str(client.get_model_version_by_alias("gated", CHAMPION_ALIAS).version) == "1"
-    tag = client.get_registered_model("gated").tags[GATE_TAG]
+    assert str(registry.get_model_version_by_alias("gated", CHAMPION_ALIAS).version) == "1"
+    tag = registry.get_registered_model("gated").tags[GATE_FAILURE_TAG]
     assert tag == "gate FAILED: gated v2 click test AUC 0.7100 vs baseline_gbt 0.7200 + margin 0"
 
     assert apply_gates(cfg, {"gated": versions[1]}, good) == {"gated": True}
-    assert str(client.get_model_version_by_alias("gated", CHAMPION_ALIAS).version) == "2"
-    assert GATE_TAG not in client.get_registered_model("gated").tags
+    assert str(registry.get_model_version_by_alias("gated", CHAMPION_ALIAS).version) == "2"
+    assert GATE_FAILURE_TAG not in registry.get_registered_model("gated").tags
 
 
 # ----------------------------------------------------------------------------------------------- end to end
 
 
+@dataclass(frozen=True)
+class Distilled:
+    """A tiny teacher (pretrain + finetune), a student distilled from it, and ``propensity evaluate``."""
+
+    cfg: Config
+    plan: SnapshotPlan
+    teacher: RegisteredModelVersion
+    student: RegisteredModelVersion
+    report: EvaluationReport
+
+
 @pytest.fixture(scope="module")
 def distilled(make_config: Callable[..., Config], spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
-              ) -> dict[str, object]:
-    """A tiny teacher (pretrain + finetune), a student distilled from it, and ``propensity evaluate``."""
+              ) -> Distilled:
     from test_training import make_examples
 
-    from propensity.evaluation.compare import run_evaluate_all
-    from propensity.training.distill import run_distill
-    from propensity.training.finetune import run_finetune
-    from propensity.training.pretrain import run_pretrain
+    from propensity.stages.evaluation.evaluate import run_evaluate
+    from propensity.stages.training.distill import run_distill
+    from propensity.stages.training.finetune import run_finetune
+    from propensity.stages.training.pretrain import run_pretrain
 
     root = tmp_path_factory.mktemp("student")
     tiny = {"vocab_size": 120, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
@@ -166,22 +182,19 @@ def distilled(make_config: Callable[..., Config], spark: SparkSession, tmp_path_
                  *[f"training.{k}={v}" for k, v in training.items()]]
     cfg = make_config(overrides=overrides)
     plan = make_examples(spark, cfg, users_per_date=50, seed=5)
-    run_pretrain(spark, cfg, cfg.teacher, cfg.training, plan=plan)
-    teacher = run_finetune(spark, cfg, cfg.teacher, cfg.training, plan=plan)
+    run_pretrain(spark, cfg, plan=plan)
+    teacher = run_finetune(spark, cfg, plan=plan)
     student = run_distill(spark, cfg, plan=plan)
-    report = run_evaluate_all(spark, cfg, plan=plan)
-    return {"cfg": cfg, "plan": plan, "teacher": teacher, "student": student, "report": report}
+    return Distilled(cfg, plan, teacher, student, run_evaluate(spark, cfg, plan=plan))
 
 
-def test_student_is_distilled_from_the_pinned_teacher(distilled: dict[str, object], spark: SparkSession) -> None:
-    from propensity.training.model import load_model
+@pytest.mark.slow
+def test_student_is_distilled_from_the_pinned_teacher(distilled: Distilled, spark: SparkSession) -> None:
+    from propensity.models.network import load_model
 
-    cfg, teacher, student = distilled["cfg"], distilled["teacher"], distilled["student"]
-    assert isinstance(cfg, Config)
-    assert isinstance(teacher, mlflow_utils.RegisteredModelVersion)
-    assert isinstance(student, mlflow_utils.RegisteredModelVersion)
+    cfg, teacher, student = distilled.cfg, distilled.teacher, distilled.student
     assert (student.name, student.version) == ("propensity_student", "1")
-    run = mlflow_utils.client(cfg).get_run(student.run_id)
+    run = client(cfg).get_run(student.run_id)
     assert run.data.params["distill.teacher"] == teacher.model_uri == "models:/propensity_teacher/1"
     assert run.data.params["distill.alpha"] == "0.3"
     assert run.data.params["student.hidden_size"] == "16"
@@ -191,23 +204,17 @@ def test_student_is_distilled_from_the_pinned_teacher(distilled: dict[str, objec
     assert model.encoder.config.hidden_size == 16 and model.encoder.config.num_hidden_layers == 1
     assert model.encoder.config.max_position_embeddings == 12
 
-    mlflow_utils.setup_mlflow(cfg)
+    setup_mlflow(cfg)
     rows = spark.table(cfg.table("training_examples")).limit(30).toPandas()
-    from propensity.features import FEATURE_COLUMNS
-
     example = rows[["behavior_text", *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
     probs = mlflow.pyfunc.load_model(student.model_uri).predict(example)
     assert list(probs.columns) == list(TASKS)
     assert ((probs.to_numpy() > 0) & (probs.to_numpy() < 1)).all()
 
 
-def test_evaluate_covers_every_model_and_registers_the_fusion(distilled: dict[str, object],
-                                                             spark: SparkSession) -> None:
-    from propensity.evaluation.compare import EvaluationReport
-    from propensity.features import FEATURE_COLUMNS
-
-    cfg, report = distilled["cfg"], distilled["report"]
-    assert isinstance(cfg, Config) and isinstance(report, EvaluationReport)
+@pytest.mark.slow
+def test_evaluate_covers_every_model_and_registers_the_fusion(distilled: Distilled, spark: SparkSession) -> None:
+    cfg, report = distilled.cfg, distilled.report
     stored = spark.table(cfg.table("model_evaluations")).toPandas()
     assert set(stored["model_name"]) == {"propensity_teacher", "propensity_student", "propensity_fusion",
                                          "baseline_lr", "baseline_gbt"}
@@ -220,14 +227,14 @@ def test_evaluate_covers_every_model_and_registers_the_fusion(distilled: dict[st
     for gate in report.gates:
         auc = all_test[(all_test["model_name"] == gate.model) & (all_test["task"] == gate.task)]["auc"].item()
         assert gate.auc == pytest.approx(auc)
-    client = mlflow_utils.client(cfg)
+    registry = client(cfg)
     for name, promoted in report.promoted.items():
-        aliases = client.get_registered_model(name).aliases
+        aliases = registry.get_registered_model(name).aliases
         assert (CHAMPION_ALIAS in aliases) == promoted
         assert promoted == all(g.passed for g in report.gates if g.model == name)
 
     # The registered fusion predicts w * teacher + (1 - w) * student with the chosen weights.
-    mlflow_utils.setup_mlflow(cfg)
+    setup_mlflow(cfg)
     rows = spark.table(cfg.table("training_examples")).limit(25).toPandas()
     example = rows[["behavior_text", *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
     members = {n: mlflow.pyfunc.load_model(f"models:/{n}/1").predict(example)

@@ -1,4 +1,4 @@
-"""Evaluation: metrics equal scikit-learn's, and ``run_evaluate`` fills ``model_evaluations`` and MLflow."""
+"""Evaluation: metrics equal scikit-learn's, and the evaluate stage's parts fill ``model_evaluations`` and MLflow."""
 
 from __future__ import annotations
 
@@ -18,16 +18,18 @@ from mlflow.pyfunc.model import PythonModel
 from pyspark.sql import SparkSession
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-from propensity.config import Config
-from propensity.evaluation.evaluate import metric_rows, run_evaluate
-from propensity.evaluation.metrics import average_precision, binary_metrics, roc_auc
-from propensity.evaluation.metrics import log_loss as our_log_loss
-from propensity.evaluation.plots import calibration_points, roc_points
-from propensity.features import DOUBLE_FEATURES, INT_FEATURES, SnapshotPlan
-from propensity.tables import TABLES, ensure_table
-from propensity.training import mlflow_utils
-
-TASKS = ("purchase", "click", "churn")
+from propensity.core.config import Config
+from propensity.core.datasets import SnapshotPlan, split_rows
+from propensity.core.errors import ModelNotFoundError
+from propensity.core.schema import DOUBLE_FEATURES, INT_FEATURES
+from propensity.core.tables import TABLES, ensure_table
+from propensity.core.tracking import client, setup_mlflow
+from propensity.models.metrics import average_precision, binary_metrics, roc_auc
+from propensity.models.metrics import log_loss as our_log_loss
+from propensity.models.registry import resolve_version
+from propensity.stages.evaluation.evaluate import run_evaluate, score_model
+from propensity.stages.evaluation.plots import calibration_points, roc_points
+from propensity.stages.evaluation.results import log_summary, metric_rows, model_metric_rows, write_evaluations
 
 
 def test_metrics_equal_sklearn_with_ties() -> None:
@@ -93,7 +95,7 @@ def test_plot_points() -> None:
     assert mean_score[2] == pytest.approx(0.93)
 
 
-# ----------------------------------------------------------------------------------------------- run_evaluate
+# ----------------------------------------------------------------------------------------------- the stage's parts
 
 
 class FeatureRule(PythonModel):  # type: ignore[misc]
@@ -132,11 +134,13 @@ def _examples(spark: SparkSession, cfg: Config) -> SnapshotPlan:
     return plan
 
 
-def test_run_evaluate_writes_model_evaluations_and_plots(spark: SparkSession, make_config: Callable[..., Config],
-                                                         tmp_path: Path) -> None:
+def test_scored_model_metrics_plots_and_table(spark: SparkSession, make_config: Callable[..., Config],
+                                               tmp_path: Path) -> None:
+    """What ``propensity evaluate`` does for each model: score through the scoring path, metric rows and
+    plots into the MLflow run, one commit into ``model_evaluations``; checked against scikit-learn."""
     cfg = make_config(overrides=[f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
     plan = _examples(spark, cfg)
-    mlflow_utils.setup_mlflow(cfg)
+    setup_mlflow(cfg)
     example = pd.DataFrame({"behavior_text": ["[shop] view"], "n_purchase_30d": [1.0],
                             "days_since_last_event": [3.0]})
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Spark workers cannot import this test module
@@ -146,11 +150,16 @@ def test_run_evaluate_writes_model_evaluations_and_plots(spark: SparkSession, ma
                                        registered_model_name="baseline_rule", pip_requirements=["pandas"])
     uri = f"models:/baseline_rule/{info.registered_model_version}"
 
-    result = run_evaluate(spark, cfg, {"baseline_rule": "models:/baseline_rule/latest"}, plan=plan).toPandas()
+    version = resolve_version(cfg, "models:/baseline_rule/latest")
+    assert version is not None and version.model_uri == uri
+    with mlflow.start_run(run_name="evaluate") as run:
+        scored = score_model(spark, cfg, version, split_rows(spark, cfg, plan))
+        rows = model_metric_rows("baseline_rule", version.version, version.model_uri, scored)
+        log_summary(rows)
+        result = write_evaluations(spark, cfg, rows, run.info.run_id).toPandas()
 
     stored = spark.table(cfg.table("model_evaluations"))
-    expected_columns = [c.split()[0] for c in TABLES["model_evaluations"].columns.replace("\n", " ").split(",")]
-    assert stored.columns == [c.strip() for c in expected_columns]
+    assert tuple(stored.columns) == TABLES["model_evaluations"].column_names
     assert {"evaluated_at", "model_name", "model_version", "task", "platform", "split", "snapshot_date", "auc",
             "pr_auc", "logloss", "n", "positives"} <= set(stored.columns)
     assert stored.count() == len(result) == 2 * (3 + 3 + 2)
@@ -170,14 +179,18 @@ def test_run_evaluate_writes_model_evaluations_and_plots(spark: SparkSession, ma
         assert r.pr_auc == pytest.approx(average_precision_score(y, p), abs=1e-9)
         assert r.logloss == pytest.approx(log_loss(y, p, labels=[0, 1]), rel=1e-7)
 
-    run = mlflow_utils.client(cfg).get_run(result["mlflow_run_id"].iloc[0])
-    assert run.data.metrics["baseline_rule.test.purchase.auc"] == pytest.approx(
+    logged = client(cfg).get_run(result["mlflow_run_id"].iloc[0])
+    assert logged.data.metrics["baseline_rule.test.purchase.auc"] == pytest.approx(
         result.query("split == 'test' and task == 'purchase' and platform == 'all'")["auc"].iloc[0])
-    plots = {a.path for a in mlflow_utils.client(cfg).list_artifacts(run.info.run_id, "plots/baseline_rule")}
+    plots = {a.path for a in client(cfg).list_artifacts(logged.info.run_id, "plots/baseline_rule")}
     assert {f"plots/baseline_rule/{kind}_{split}.png" for kind in ("roc", "calibration")
             for split in ("validation", "test")} <= plots
 
 
-def test_run_evaluate_needs_a_model(spark: SparkSession, make_config: Callable[..., Config]) -> None:
-    with pytest.raises(ValueError, match="no model to evaluate"):
-        run_evaluate(spark, make_config(), {})
+def test_run_evaluate_needs_a_teacher(spark: SparkSession, make_config: Callable[..., Config],
+                                      tmp_path: Path) -> None:
+    cfg = make_config(overrides=[f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    plan = _examples(spark, cfg)
+    with pytest.raises(ModelNotFoundError,
+                       match=r"no propensity_teacher model is registered; run `propensity finetune`"):
+        run_evaluate(spark, cfg, plan=plan)

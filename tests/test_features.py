@@ -1,7 +1,7 @@
 """Point-in-time features, labels, behaviour text and snapshot partitions on hand-built events.
 
 Two worlds: a small hand-built one whose rows are checked value by value (every label
-edge of DESIGN section 5, an exact ``behavior_text``), and a random one checked against
+edge of the label definitions (docs/labels.md), an exact ``behavior_text``), and a random one checked against
 an independent pandas computation (eligibility, labels, features, text) and used for the
 point-in-time proofs (future events change no feature; dropping them changes nothing).
 """
@@ -20,29 +20,25 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from propensity.config import Config, FeaturesConfig
-from propensity.errors import PropensityError, TableNotFoundError
-from propensity.features import (
+from propensity.core.config import Config, FeaturesConfig
+from propensity.core.datasets import SnapshotPlan, plan_from_range, plan_snapshots, training_plan
+from propensity.core.errors import DataNotReadyError, TableNotFoundError
+from propensity.core.schema import (
+    BEHAVIOUR_EVENT_TYPES,
+    EVENT_TYPES,
     FEATURE_COLUMNS,
     INT_FEATURES,
     LABEL_COLUMNS,
-    SnapshotPlan,
-    build_training_examples,
-    ensure_snapshots,
-    label_summary,
-    plan_from_range,
-    plan_snapshots,
-    write_snapshot,
 )
-from propensity.tables import BEHAVIOUR_EVENT_TYPES, EVENT_TYPES, TABLES
-from propensity.tokenizer import training_corpus
+from propensity.core.tables import TABLES
+from propensity.stages.features import build_training_examples, ensure_snapshots, write_snapshot
 
 T = date(2026, 3, 1)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 SECOND = timedelta(seconds=1)
-EVENTS_SCHEMA = TABLES["events"].columns
+EVENTS_SCHEMA = TABLES["events"].ddl_columns()
 KEY = ("user_id", "platform")
 POINT_IN_TIME = ("user_id", "platform", "behavior_text", *FEATURE_COLUMNS)
 
@@ -208,7 +204,8 @@ def random_events(seed: int, users: int, start_s: int, end_s: int, prefix: str =
 
 
 def reference(events: list[Event], f: FeaturesConfig) -> dict[tuple[str, str], dict[str, Any]]:
-    """DESIGN section 5 and the documented features, computed with pandas, one (user, platform) at a time."""
+    """The label definitions (docs/labels.md) and the documented features, computed with pandas, one
+    (user, platform) at a time."""
     ev = pd.DataFrame(events, columns=["user_id", "platform", "time", "event_type", "item_id", "category", "brand",
                                        "price"])
     ev["id"] = events_ids(events)
@@ -389,12 +386,11 @@ def test_write_snapshot_replaces_only_its_partition(spark: SparkSession, make_co
     assert [r[:-3] for r in third[b]] == [r[:-3] for r in first[b]]
     assert all(r[-3] is not None for rs in third.values() for r in rs)
 
-    summary = {r["platform"]: r.asDict() for r in label_summary(spark, cfg, [T]).collect()}
-    shop = [r for r in after_t.values() if r["platform"] == "shop"]
-    assert summary["shop"]["rows"] == len(shop) and summary["shop"]["click_rows"] == 1
-    assert summary["shop"]["purchase_rate"] == pytest.approx(sum(r["label_purchase"] for r in shop) / len(shop))
-    assert summary["market"]["click_rate"] is None
-    assert set(training_corpus(spark, cfg, [T])) == {r["behavior_text"] for r in after_t.values()}
+    # the model stages read the plan's snapshots and say which stage builds a missing one
+    with pytest.raises(DataNotReadyError, match=r"lacks the labelled snapshot.*propensity features --training-set"):
+        training_plan(spark, cfg)
+    ensure_snapshots(spark, cfg, plan)
+    assert training_plan(spark, cfg) == plan
 
 
 def test_plan_from_range() -> None:
@@ -407,7 +403,8 @@ def test_plan_from_range() -> None:
     assert plan.train == [date(2026, 1, 5), date(2026, 1, 12), date(2026, 1, 19), date(2026, 1, 26),
                           date(2026, 2, 2), date(2026, 2, 9)]
     assert plan.all() == [*plan.train, plan.validation, plan.test]
-    assert plan.split_of(date(2026, 2, 9)) == "train" and plan.split_of(plan.test) == "test"
+    assert plan.describe() == ("train 2026-01-05, 2026-01-12, 2026-01-19, 2026-01-26, 2026-02-02, 2026-02-09;"
+                               " validation 2026-02-16; test 2026-02-23")
     fortnight = FeaturesConfig(churn_horizon_days=7, lookback_days=3, snapshot_step_days=14, max_train_snapshots=2)
     assert plan_from_range(date(2026, 1, 1), date(2026, 3, 1), fortnight).train == [
         date(2026, 1, 12), date(2026, 1, 26)]
@@ -417,6 +414,6 @@ def test_plan_from_range() -> None:
         validation=date(2026, 1, 24), test=date(2026, 1, 31))
     longer_history = FeaturesConfig(min_history_days=14)
     assert plan_from_range(date(2026, 1, 1), date(2026, 3, 1), longer_history).train == [date(2026, 1, 17)]
-    with pytest.raises(PropensityError, match="at least 51 days"):
+    with pytest.raises(DataNotReadyError, match="at least 51 days"):
         plan_from_range(date(2026, 1, 1), date(2026, 2, 19), f)
     assert plan_from_range(date(2026, 1, 1), date(2026, 2, 20), f).train == [date(2026, 1, 8)]

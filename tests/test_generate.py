@@ -1,6 +1,6 @@
 """The synthetic world: determinism, raw formats, exact dirt accounting, config, identity, learnability.
 
-Every check re-reads the written files with a small parser of its own (the DESIGN section 4
+Every check re-reads the written files with a small parser of its own (the documented raw formats, docs/formats.md
 rules), independent of the generator's code; no Spark needed.
 """
 
@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from propensity.config import config_from_dict
-from propensity.generate import GeneratedFeeds, generate_feeds
+from propensity.core.config import config_from_dict
+from propensity.stages.generate import GeneratedFeeds, generate_feeds
 
 USERS, DAYS, SEED = 300, 45, 7
 START = date(2026, 1, 1)
@@ -183,7 +183,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(feeds: Generat
         assert other[name] != first[name], name
 
 
-@pytest.mark.parametrize(("users", "days", "message"), [(9, 30, "users=9"), (100, 13, "days=13")])
+@pytest.mark.parametrize(("users", "days", "message"), [(9, 30, "--users 9"), (100, 13, "--days 13")])
 def test_too_small_a_world_is_a_value_error(tmp_path: Path, users: int, days: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         generate_feeds(tmp_path, users=users, days=days)

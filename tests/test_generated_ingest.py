@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from propensity.config import Config
-from propensity.generate import generate_feeds
-from propensity.ingest.pipeline import ingest
+from propensity.core.config import Config
+from propensity.stages.generate import generate_feeds
+from propensity.stages.ingest.pipeline import ingest
 
 FEED_OF_MANIFEST = {"shop": ("shop", "events"), "app": ("app", "events"), "market": ("market", "events"),
                     "app_ads": ("app", "ads")}

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from propensity.config import Config
-from propensity.errors import ConfigError, InputDataError
-from propensity.ingest.pipeline import IngestReport, ingest
+from propensity.core.config import Config
+from propensity.core.errors import ConfigError, InputDataError
+from propensity.stages.ingest.pipeline import IngestReport, ingest
 
 REES46_HEADER = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
 REES46_VALID = [

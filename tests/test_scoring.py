@@ -21,17 +21,15 @@ from mlflow.models import infer_signature
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from propensity.config import Config
-from propensity.errors import PropensityError
-from propensity.features import build_training_examples
-from propensity.scoring.publish import publish
-from propensity.scoring.score import ModelResolutionError, score_snapshot
-from propensity.tables import ensure_table
-from propensity.training.mlflow_utils import setup_mlflow
+from propensity.core.config import Config
+from propensity.core.errors import DataNotReadyError, ModelNotFoundError, ModelOutputError
+from propensity.core.tables import ensure_table
+from propensity.core.tracking import setup_mlflow
+from propensity.stages.features import build_training_examples, write_snapshots
+from propensity.stages.publish.publish import publish
+from propensity.stages.scoring.score import score_snapshot
 
 T1, T2 = date(2026, 1, 20), date(2026, 1, 21)
-EVENT_COLUMNS = ("event_id", "platform", "platform_user_id", "user_id", "event_time", "event_date", "event_type",
-                 "item_id", "category", "brand", "price", "session_id", "campaign_id", "_source_file", "_ingested_at")
 
 
 def _event(i: int, platform: str, user: str, when: str, event_type: str, category: str, price: float | None = None
@@ -81,13 +79,19 @@ def _register(cfg: Config, python_model: Any, name: str) -> str:
     return f"models:/{name}@champion"
 
 
+def write_events_and_features(spark: SparkSession, cfg: Config) -> None:
+    """The toy events, and the features of T1 and T2 as the daily job builds them (no labels)."""
+    ensure_table(spark, cfg, "events")
+    spark.createDataFrame(EVENTS, spark.table(cfg.table("events")).schema).writeTo(cfg.table("events")).append()
+    write_snapshots(spark, cfg, [T1, T2], with_labels=False)
+
+
 @pytest.fixture(scope="module")
 def world(spark: SparkSession, make_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
           ) -> tuple[Config, str, str]:
     tracking = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     cfg = make_config(overrides=[f"mlflow.tracking_uri=sqlite:///{tracking}", "features.lookback_days=30"])
-    ensure_table(spark, cfg, "events")
-    spark.createDataFrame(EVENTS, spark.table(cfg.table("events")).schema).writeTo(cfg.table("events")).append()
+    write_events_and_features(spark, cfg)
     recency, out_of_range = _toy_models()
     good = _register(cfg, recency(), f"recency_{cfg.storage.schema}")
     bad = _register(cfg, out_of_range(), f"out_of_range_{cfg.storage.schema}")
@@ -129,7 +133,7 @@ def test_out_of_range_scores_are_refused_and_nothing_is_written(
     score_snapshot(spark, cfg, T1, good)
     before = _scores(spark, cfg, T1)
     version = DeltaTable.forName(spark, cfg.table("user_scores")).history(1).first()["version"]
-    with pytest.raises(PropensityError, match=r"outside \[0, 1\].*nothing was written"):
+    with pytest.raises(ModelOutputError, match=r"outside \[0, 1\].*nothing was written"):
         score_snapshot(spark, cfg, T1, bad)
     assert _scores(spark, cfg, T1) == before
     assert DeltaTable.forName(spark, cfg.table("user_scores")).history(1).first()["version"] == version
@@ -137,11 +141,13 @@ def test_out_of_range_scores_are_refused_and_nothing_is_written(
 
 def test_missing_model_or_alias_is_one_line(spark: SparkSession, world: tuple[Config, str, str]) -> None:
     cfg, good, _ = world
-    with pytest.raises(ModelResolutionError, match=r"cannot score with models:/.*@nope") as info:
+    with pytest.raises(ModelNotFoundError, match=r"models:/.*@nope.* cannot be resolved") as info:
         score_snapshot(spark, cfg, T1, good.replace("@champion", "@nope"))
     assert "\n" not in str(info.value)
-    with pytest.raises(ModelResolutionError, match=r"cannot score with models:/no_such_model@champion"):
+    with pytest.raises(ModelNotFoundError, match=r"models:/no_such_model@champion.* cannot be resolved"):
         score_snapshot(spark, cfg, T1, "models:/no_such_model@champion")
+    with pytest.raises(DataNotReadyError, match=r"no rows for 2026-01-23; run `propensity features --snapshot-date"):
+        score_snapshot(spark, cfg, date(2026, 1, 23), good)
 
 
 def test_two_snapshots_scored_concurrently(spark: SparkSession, world: tuple[Config, str, str]) -> None:
@@ -198,6 +204,7 @@ def test_publish_arithmetic(spark: SparkSession, world: tuple[Config, str, str],
         newest}
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_the_table_at_its_previous_version(spark: SparkSession, tmp_path: Path) -> None:
     root = tmp_path / "state"
     child = subprocess.Popen([sys.executable, str(Path(__file__).parent / "scoring_kill_child.py"), str(root)],
@@ -220,8 +227,7 @@ def test_tail_encoder_equals_encode(tmp_path: Path) -> None:
     """The scoring path's fast tokenisation (last words only, ASCII without the normaliser) changes no id."""
     import random
 
-    from propensity.tokenizer import encode, load_tokenizer, train_tokenizer
-    from propensity.training.pyfunc import TailEncoder
+    from propensity.models.tokenizer import TailEncoder, encode, load_tokenizer, train_tokenizer
 
     rng = random.Random(7)
     words = ["[shop]", "[App]", "view", "CART", "electronics.phone", "c4756105", "b77", "p3", "+1d", "<target:app>",

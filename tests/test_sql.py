@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 from pyspark.sql import SparkSession
 
-from propensity.config import Config
-from propensity.sql import SqlError, render, run_sql
+from propensity.core.config import Config
+from propensity.stages.analyst.sql import SqlError, render, run_sql
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pyspark
+import pytest
 
 BEELINE = Path(pyspark.__file__).parent / "bin" / "beeline"
 
@@ -25,6 +26,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "propensity", *args]
 
 
+@pytest.mark.server
 def test_beeline_queries_tables_through_the_thrift_server(tmp_path: Path) -> None:
     root = f"storage.root={tmp_path / 'state'}"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from propensity.tokenizer import SPECIAL_TOKENS, encode, load_tokenizer, tokenize_column, train_tokenizer
+from propensity.models.tokenizer import SPECIAL_TOKENS, encode, load_tokenizer, tokenize_column, train_tokenizer
 
 TEXTS = [
     "[shop] view electronics.smartphone samsung p5 [shop] cart electronics.smartphone samsung p5"

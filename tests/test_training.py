@@ -6,8 +6,10 @@ Everything runs at a tiny size (1 layer, hidden 32, 16 tokens, a few hundred row
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -20,16 +22,13 @@ import pytest
 import torch
 from pyspark.sql import SparkSession
 
-from propensity.config import Config
-from propensity.errors import ConfigError
-from propensity.features import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES, SnapshotPlan
-from propensity.tables import ensure_table
-from propensity.tokenizer import encode, load_tokenizer, train_tokenizer
-from propensity.training import mlflow_utils
-from propensity.training.finetune import LOGISTIC_C_GRID
-from propensity.training.loaders import DataSource
-from propensity.training.model import (
-    TASKS,
+from propensity.core.config import Config, TeacherSettings, TrainSettings
+from propensity.core.datasets import SnapshotPlan
+from propensity.core.errors import ConfigError
+from propensity.core.schema import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES, TASKS
+from propensity.core.tables import ensure_table
+from propensity.core.tracking import client, setup_mlflow
+from propensity.models.network import (
     FeatureStats,
     PropensityModel,
     bert_config,
@@ -39,14 +38,22 @@ from propensity.training.model import (
     parameter_fingerprint,
     read_model_meta,
 )
-from propensity.training.settings import TeacherSettings, TrainSettings
-from propensity.training.train_fn import FinetuneJob, _propensity_model, finetune_fn, job_from_json, job_to_json
+from propensity.models.registry import RegisteredModelVersion
+from propensity.models.tokenizer import encode, load_tokenizer, train_tokenizer
+from propensity.stages.training.loaders import DataSource
+from propensity.stages.training.train_fn import FinetuneJob, _propensity_model, finetune_fn, job_from_json, job_to_json
+from propensity.stages.training.wide import LOGISTIC_C_GRID
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 PLATFORMS = ("shop", "app")
 TINY = TeacherSettings(vocab_size=120, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                        max_length=16, dropout=0.1, head_hidden_size=8)
+
+
+def tiny_bert(vocab_size: int, dropout: float = 0.1) -> object:
+    """The BertConfig of a TINY encoder over ``vocab_size`` tokens."""
+    return bert_config(dataclasses.replace(TINY, dropout=dropout), vocab_size)
 
 
 def tiny_training(**overrides: object) -> TrainSettings:
@@ -97,20 +104,36 @@ def make_examples(spark: SparkSession, cfg: Config, users_per_date: int = 40, se
     return plan
 
 
+def with_sizes(cfg: Config, training: TrainSettings) -> Config:
+    """``cfg`` with the TINY teacher and ``training``."""
+    return dataclasses.replace(cfg, teacher=TINY, training=training)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A pretrained encoder and a fine-tuned, registered teacher on the fixture table."""
+
+    cfg: Config
+    plan: SnapshotPlan
+    checkpoint: Path
+    version: RegisteredModelVersion
+
+
 @pytest.fixture(scope="module")
 def trained(make_config: Callable[..., Config], spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
-            ) -> dict[str, object]:
+            ) -> Trained:
     """Pretrain, then fine-tune (both through TorchDistributor with 2 processes) on a fixture table."""
-    from propensity.training.finetune import run_finetune
-    from propensity.training.pretrain import run_pretrain
+    from propensity.stages.training.finetune import run_finetune
+    from propensity.stages.training.pretrain import run_pretrain
 
     root = tmp_path_factory.mktemp("teacher")
     cfg = make_config(overrides=[f"storage.root={root}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}"])
     plan = make_examples(spark, cfg)
-    train = tiny_training(target_platform="app", target_label_fraction=0.5)  # fine-tune on shop, adapt to app
-    checkpoint = run_pretrain(spark, cfg, TINY, train, plan=plan)
-    version = run_finetune(spark, cfg, TINY, train, plan=plan)
-    return {"cfg": cfg, "plan": plan, "train": train, "checkpoint": Path(checkpoint), "version": version}
+    # fine-tune on shop, adapt to app
+    cfg = with_sizes(cfg, tiny_training(target_platform="app", target_label_fraction=0.5))
+    checkpoint = run_pretrain(spark, cfg, plan=plan)
+    version = run_finetune(spark, cfg, plan=plan)
+    return Trained(cfg, plan, checkpoint, version)
 
 
 # ----------------------------------------------------------------------------------------------- unit tests
@@ -187,10 +210,10 @@ def _finetune_parquet(tmp_path: Path, n: int = 96, seed: int = 0, name: str = "r
 def test_head_mode_freezes_the_encoder(tmp_path: Path, mode: str) -> None:
     """In-process run of the train function (no Spark): 'head' leaves every encoder weight bit-identical."""
     url, vocab, _ = _finetune_parquet(tmp_path)
-    config = bert_config(vocab, 32, 1, 2, 64, 16, 0.1)
+    config = tiny_bert(vocab)
     torch.manual_seed(0)
     PropensityModel(config, ["a", "b"], 8).encoder.save_pretrained(str(tmp_path / "encoder"))
-    job = FinetuneJob(bert_config=config.to_dict(), feature_columns=["a", "b"],
+    job = FinetuneJob(feature_columns=["a", "b"],
                       feature_stats={"columns": ["a", "b"], "mean": [0.0, 0.0], "std": [1.0, 1.0]},
                       head_hidden_size=8, train=tiny_training(transfer_mode=mode, num_processes=1), epochs=2,
                       # No validation: the best of the trained epochs is kept (with validation the untrained
@@ -217,13 +240,13 @@ def test_head_mode_freezes_the_encoder(tmp_path: Path, mode: str) -> None:
 def test_heads_keep_their_regression_and_weigh_the_deep_part_on_validation(tmp_path: Path) -> None:
     """In-process run with a logistic start and validation: the wide part stays as fitted, each task's
     deep_scale is one of DEEP_SCALES, and the saved model scores validation exactly as the kept epoch did."""
-    from propensity.evaluation.metrics import roc_auc
-    from propensity.training.loaders import DataSource as Source
-    from propensity.training.train_fn import DEEP_SCALES, predict_parts
+    from propensity.models.metrics import roc_auc
+    from propensity.stages.training.loaders import DataSource as Source
+    from propensity.stages.training.train_fn import DEEP_SCALES, predict_parts
 
     url, vocab, _ = _finetune_parquet(tmp_path, n=128, informative=True)
     val_url, _, _ = _finetune_parquet(tmp_path, n=96, seed=1, name="val", informative=True)
-    config = bert_config(vocab, 32, 1, 2, 64, 16, 0.1)
+    config = tiny_bert(vocab)
     wide = {t: {"weight": [0.8 + i, -0.1], "bias": 0.05 * i} for i, t in enumerate(TASKS)}
     job = FinetuneJob(bert_config=config.to_dict(), feature_columns=["a", "b"],
                       feature_stats={"columns": ["a", "b"], "mean": [0.0, 0.0], "std": [1.0, 1.0]},
@@ -251,9 +274,9 @@ def test_heads_keep_their_regression_and_weigh_the_deep_part_on_validation(tmp_p
 
 
 def test_logistic_start_chooses_its_regularisation_on_validation_log_loss() -> None:
-    from propensity.evaluation.metrics import log_loss
-    from propensity.training.finetune import LOGISTIC_C_GRID, choose_logistic
-    from propensity.training.model import fit_logistic
+    from propensity.models.metrics import log_loss
+    from propensity.models.network import fit_logistic
+    from propensity.stages.training.wide import choose_logistic
 
     rng = np.random.default_rng(4)
 
@@ -282,7 +305,7 @@ def test_logistic_start_chooses_its_regularisation_on_validation_log_loss() -> N
 
 
 def test_choose_deep_scales_per_task() -> None:
-    from propensity.training.train_fn import choose_deep_scales
+    from propensity.stages.training.train_fn import choose_deep_scales
 
     rng = np.random.default_rng(3)
     n = 4000
@@ -299,10 +322,10 @@ def test_choose_deep_scales_per_task() -> None:
 
 
 def test_deep_scale_weighs_the_deep_part_and_old_models_load_with_scale_one(tmp_path: Path) -> None:
-    from propensity.training.model import MODEL_FILE, save_model
+    from propensity.models.network import MODEL_FILE, save_model
 
     torch.manual_seed(0)
-    model = PropensityModel(bert_config(50, 32, 1, 2, 64, 16, 0.0), ["a", "b"], 8).eval()
+    model = PropensityModel(tiny_bert(50, 0.0), ["a", "b"], 8).eval()
     ids, feats = torch.randint(5, 50, (4, 16)), torch.randn(4, 2)
     wide, deep = model.forward_parts(ids, torch.ones_like(ids), feats)
     model.set_deep_scales({"purchase": 0.0, "churn": 0.3})
@@ -319,7 +342,7 @@ def test_deep_scale_weighs_the_deep_part_and_old_models_load_with_scale_one(tmp_
 
 
 def test_feature_normalizer_uses_saved_statistics() -> None:
-    model = PropensityModel(bert_config(50, 32, 1, 2, 64, 16, 0.0), ["a", "b"], 8)
+    model = PropensityModel(tiny_bert(50, 0.0), ["a", "b"], 8)
     model.normalizer.set_stats(FeatureStats(["a", "b"], [math.log1p(3.0), 0.0], [2.0, 0.0]))
     z = model.normalizer(torch.tensor([[3.0, 5.0], [float("nan"), 0.0]]))
     assert z[0, 0].item() == pytest.approx(0.0, abs=1e-6)
@@ -330,39 +353,38 @@ def test_feature_normalizer_uses_saved_statistics() -> None:
 # ----------------------------------------------------------------------------------------------- end to end
 
 
-def test_pretrain_writes_encoder_tokenizer_and_mlflow_run(trained: dict[str, object]) -> None:
-    from propensity.training.pretrain import latest_pretrained
+@pytest.mark.slow
+def test_pretrain_writes_encoder_tokenizer_and_mlflow_run(trained: Trained) -> None:
+    from propensity.stages.training.start import latest_pretrained
 
-    cfg, checkpoint = trained["cfg"], trained["checkpoint"]
-    assert isinstance(cfg, Config) and isinstance(checkpoint, Path)
+    cfg, checkpoint = trained.cfg, trained.checkpoint
     assert (checkpoint / "encoder" / "config.json").is_file()
     assert (checkpoint / "tokenizer" / "tokenizer.json").is_file()
     assert latest_pretrained(cfg) == checkpoint
-    client = mlflow_utils.client(cfg)
-    run = client.get_run(checkpoint.name)
+    registry = client(cfg)
+    run = registry.get_run(checkpoint.name)
     assert run.data.params["teacher.num_layers"] == "1"
     assert "pretrain_train_loss" in run.data.metrics and "pretrain_val_loss" in run.data.metrics
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in registry.list_artifacts(run.info.run_id)}
     assert {"tokenizer", "config"} <= artifacts
 
 
-def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained: dict[str, object],
+@pytest.mark.slow
+def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained: Trained,
                                                                         spark: SparkSession) -> None:
-    from propensity.training.pyfunc import PropensityPyfunc
+    from propensity.models.pyfunc import PropensityPyfunc
 
-    cfg, version, checkpoint = trained["cfg"], trained["version"], trained["checkpoint"]
-    assert isinstance(cfg, Config) and isinstance(checkpoint, Path)
-    assert isinstance(version, mlflow_utils.RegisteredModelVersion)
+    cfg, version, checkpoint = trained.cfg, trained.version, trained.checkpoint
     assert version.name == "propensity_teacher"
-    run = mlflow_utils.client(cfg).get_run(version.run_id)
-    history = mlflow_utils.client(cfg).get_metric_history(version.run_id, "finetune_val_auc_purchase")
+    run = client(cfg).get_run(version.run_id)
+    history = client(cfg).get_metric_history(version.run_id, "finetune_val_auc_purchase")
     assert [m.step for m in history] == [0, 1, 2]
     assert "finetune_train_loss" in run.data.metrics
 
     rows = spark.table(cfg.table("training_examples")).limit(40).toPandas()
     model_dir = cfg.root / "checkpoints" / "teacher" / "finetune" / version.run_id / "adapt" / "model"
     before = PropensityPyfunc().load(model_dir, checkpoint / "tokenizer").predict(None, rows)
-    mlflow_utils.setup_mlflow(cfg)
+    setup_mlflow(cfg)
     loaded = mlflow.pyfunc.load_model(version.model_uri)
     example = rows[["behavior_text", *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
     after = loaded.predict(example)
@@ -371,10 +393,10 @@ def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained:
     assert ((after.to_numpy() > 0) & (after.to_numpy() < 1)).all()
 
 
-def test_finetune_adapts_to_the_target_platform(trained: dict[str, object]) -> None:
-    cfg, version = trained["cfg"], trained["version"]
-    assert isinstance(cfg, Config) and isinstance(version, mlflow_utils.RegisteredModelVersion)
-    run = mlflow_utils.client(cfg).get_run(version.run_id)
+@pytest.mark.slow
+def test_finetune_adapts_to_the_target_platform(trained: Trained) -> None:
+    cfg, version = trained.cfg, trained.version
+    run = client(cfg).get_run(version.run_id)
     assert run.data.params["finetune.sources"] == "shop"
     assert "adapt_val_auc_purchase" in run.data.metrics and "finetune_val_auc_purchase" in run.data.metrics
     adapted = cfg.root / "checkpoints" / "teacher" / "finetune" / version.run_id / "adapt" / "model"
@@ -387,33 +409,40 @@ def test_finetune_adapts_to_the_target_platform(trained: dict[str, object]) -> N
     assert not any(k.startswith("adapt.wide_c") for k in run.data.params)  # continued, not restarted
 
 
-def test_finetune_head_mode_twice_adds_versions(trained: dict[str, object], spark: SparkSession) -> None:
+@pytest.mark.slow
+def test_finetune_head_mode_twice_adds_versions(trained: Trained, spark: SparkSession) -> None:
     """A second run (head mode, 1 process) adds a version and leaves the first one in place."""
-    from propensity.training.finetune import run_finetune
+    from propensity.stages.training.finetune import run_finetune
 
-    cfg, plan, first = trained["cfg"], trained["plan"], trained["version"]
-    assert isinstance(cfg, Config) and isinstance(plan, SnapshotPlan)
-    assert isinstance(first, mlflow_utils.RegisteredModelVersion)
-    second = run_finetune(spark, cfg, TINY, tiny_training(transfer_mode="head", epochs=1, num_processes=1),
-                          plan=plan)
+    cfg, first = trained.cfg, trained.version
+    head = with_sizes(cfg, tiny_training(transfer_mode="head", epochs=1, num_processes=1))
+    second = run_finetune(spark, head, plan=trained.plan)
     assert int(second.version) == int(first.version) + 1
-    versions = mlflow_utils.client(cfg).search_model_versions("name = 'propensity_teacher'")
+    versions = client(cfg).search_model_versions("name = 'propensity_teacher'")
     assert sorted(int(v.version) for v in versions) == [int(first.version), int(second.version)]
-    assert mlflow_utils.client(cfg).get_run(second.run_id).data.params["training.transfer_mode"] == "head"
+    assert client(cfg).get_run(second.run_id).data.params["training.transfer_mode"] == "head"
 
 
-def test_evaluate_teacher_writes_model_evaluations(trained: dict[str, object], spark: SparkSession) -> None:
-    from propensity.evaluation.evaluate import run_evaluate
+@pytest.mark.slow
+def test_spark_scoring_equals_the_pyfunc_and_metric_rows_cover_every_group(trained: Trained,
+                                                                           spark: SparkSession) -> None:
+    """The one Spark scoring path (evaluate, distill, score) gives the registered pyfunc's exact probabilities."""
+    from propensity.core.datasets import split_rows
+    from propensity.stages.evaluation.evaluate import score_model
+    from propensity.stages.evaluation.results import model_metric_rows
 
-    cfg, plan, version = trained["cfg"], trained["plan"], trained["version"]
-    assert isinstance(cfg, Config) and isinstance(plan, SnapshotPlan)
-    assert isinstance(version, mlflow_utils.RegisteredModelVersion)
-    result = run_evaluate(spark, cfg, {"propensity_teacher": version.model_uri}, plan=plan).toPandas()
-    stored = spark.table(cfg.table("model_evaluations")).toPandas()
-    assert len(stored) == len(result) > 0
+    cfg, version = trained.cfg, trained.version
+    rows = split_rows(spark, cfg, trained.plan)
+    scored = score_model(spark, cfg, version, rows).sort_values(["split", "platform", "user_id"])
+    frame = rows.toPandas().sort_values(["split", "platform", "user_id"])
+    setup_mlflow(cfg)
+    example = frame[["behavior_text", *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
+    expected = mlflow.pyfunc.load_model(version.model_uri).predict(example)
+    for task in TASKS:
+        np.testing.assert_allclose(scored[f"{task}_score"].to_numpy(), expected[task].to_numpy(), rtol=0, atol=1e-7)
+    result = pd.DataFrame(model_metric_rows("propensity_teacher", version.version, version.model_uri, scored))
     assert set(result["split"]) == {"validation", "test"}
     assert set(result["platform"]) == {"shop", "app", "all"}
-    assert (result["model_version"] == version.version).all()
     # click labels exist on 'shop' only: no click row for 'app'
     assert not ((result["task"] == "click") & (result["platform"] == "app")).any()
     assert result["auc"].between(0, 1).all()
@@ -422,11 +451,11 @@ def test_evaluate_teacher_writes_model_evaluations(trained: dict[str, object], s
 def test_init_checkpoint_is_checked(tmp_path: Path) -> None:
     from transformers import BertForMaskedLM
 
-    from propensity.training.pretrain import resolve_checkpoint
+    from propensity.stages.training.start import resolve_checkpoint
 
     texts = ["[shop] view toys p1 +1d <target:shop>"] * 5
     train_tokenizer(texts, 60, tmp_path / "hf")
-    BertForMaskedLM(bert_config(60, 32, 1, 2, 64, 16, 0.0)).save_pretrained(str(tmp_path / "hf"))
+    BertForMaskedLM(tiny_bert(60, 0.0)).save_pretrained(str(tmp_path / "hf"))
     found = resolve_checkpoint(str(tmp_path / "hf"), 16)
     assert found.encoder_dir == found.tokenizer_dir == tmp_path / "hf"
     (tmp_path / "ours").mkdir()
@@ -443,7 +472,7 @@ def test_init_checkpoint_is_checked(tmp_path: Path) -> None:
 def test_fit_logistic_matches_sklearn_and_heads_start_from_it() -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from propensity.training.model import fit_logistic
+    from propensity.models.network import fit_logistic
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(400, 3))
@@ -453,7 +482,7 @@ def test_fit_logistic_matches_sklearn_and_heads_start_from_it() -> None:
     np.testing.assert_allclose(weight, reference.coef_[0], atol=1e-4)
     assert bias == pytest.approx(reference.intercept_[0], abs=1e-4)
 
-    model = PropensityModel(bert_config(50, 32, 1, 2, 64, 16, 0.0), ["a", "b", "c"], 8).eval()
+    model = PropensityModel(tiny_bert(50, 0.0), ["a", "b", "c"], 8).eval()
     model.start_from_logistic({t: {"weight": weight, "bias": bias} for t in TASKS})
     ids = torch.randint(5, 50, (6, 16))
     logits = model(ids, torch.ones_like(ids), torch.tensor(x[:6], dtype=torch.float32))

@@ -12,21 +12,24 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import SparkSession
 
-from propensity.config import Config, load_config, repo_conf_dir
-from propensity.errors import PropensityError
-from propensity.evaluation.compare import EvaluationReport, run_evaluate_all
-from propensity.features import SnapshotPlan, ensure_snapshots, plan_snapshots
-from propensity.generate import generate_feeds
-from propensity.ingest.pipeline import IngestReport, ingest
-from propensity.scoring.publish import publish
-from propensity.scoring.score import ScoreResult, score_path_summary, score_snapshot
-from propensity.spark import get_spark
-from propensity.sql import render, run_sql
-from propensity.training.distill import run_distill
-from propensity.training.finetune import run_finetune
-from propensity.training.mlflow_utils import STUDENT_MODEL_NAME, tracking_uri
-from propensity.training.pretrain import run_pretrain
-from propensity.training.transfer import run_transfer_experiment
+from propensity.core.config import Config, load_config, repo_conf_dir
+from propensity.core.datasets import SnapshotPlan, plan_snapshots
+from propensity.core.errors import UsageError
+from propensity.core.spark import get_spark
+from propensity.core.tracking import tracking_uri
+from propensity.models.registry import STUDENT_MODEL_NAME
+from propensity.stages.analyst.sql import render, run_sql
+from propensity.stages.evaluation.evaluate import EvaluationReport, run_evaluate
+from propensity.stages.features import ensure_snapshots, write_snapshot
+from propensity.stages.generate import generate_feeds
+from propensity.stages.ingest.accounting import IngestReport
+from propensity.stages.ingest.pipeline import ingest
+from propensity.stages.publish.publish import publish
+from propensity.stages.scoring.score import ScoreResult, score_snapshot
+from propensity.stages.training.distill import run_distill
+from propensity.stages.training.finetune import run_finetune
+from propensity.stages.training.pretrain import run_pretrain
+from propensity.stages.training.transfer import run_transfer_experiment
 
 MARKER = ".propensity-demo"
 
@@ -43,7 +46,7 @@ def _prepare_root(root: Path) -> None:
     """Empty the demo folder, but only one this command made (it carries a marker file)."""
     if root.exists() and any(root.iterdir()):
         if not (root / MARKER).exists():
-            raise PropensityError(f"--root {root} is not empty and was not made by `propensity demo`;"
+            raise UsageError(f"--root {root} is not empty and was not made by `propensity demo`;"
                                   " choose another folder")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -85,8 +88,7 @@ def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str]
     plan = plan_snapshots(spark, cfg)
     ensure_snapshots(spark, cfg, plan)
     seconds = time.perf_counter() - start
-    print(f"snapshots: train {', '.join(d.isoformat() for d in plan.train)}; validation {plan.validation};"
-          f" test {plan.test}")
+    print(f"snapshots: {plan.describe()}")
     _print_label_rates(spark, cfg, seconds)
 
     results = _train_and_evaluate(spark, cfg, plan, transfer)
@@ -99,11 +101,11 @@ def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str]
 def _train_and_evaluate(spark: SparkSession, cfg: Config, plan: SnapshotPlan, transfer: bool) -> DemoResults:
     start = _step(f"pretrain: teacher encoder ({cfg.teacher.num_layers} x {cfg.teacher.hidden_size}), masked LM"
                   f" on all platforms, {cfg.training.num_processes} TorchDistributor processes")
-    checkpoint = run_pretrain(spark, cfg, cfg.teacher, cfg.training, plan=plan)
+    checkpoint = run_pretrain(spark, cfg, plan=plan)
     print(f"encoder checkpoint {checkpoint} ({time.perf_counter() - start:.0f}s)")
 
     start = _step("finetune: teacher heads for purchase, click, churn (wide and deep)")
-    teacher = run_finetune(spark, cfg, cfg.teacher, cfg.training, plan=plan)
+    teacher = run_finetune(spark, cfg, plan=plan)
     print(f"registered {teacher.name} v{teacher.version} ({time.perf_counter() - start:.0f}s)")
 
     start = _step(f"distill: student ({cfg.student.num_layers} x {cfg.student.hidden_size}) from the teacher,"
@@ -112,7 +114,7 @@ def _train_and_evaluate(spark: SparkSession, cfg: Config, plan: SnapshotPlan, tr
     print(f"registered {student.name} v{student.version} ({time.perf_counter() - start:.0f}s)")
 
     start = _step("evaluate: teacher, student, fusion, baseline_lr, baseline_gbt; champion gates")
-    report = run_evaluate_all(spark, cfg, plan=plan)
+    report = run_evaluate(spark, cfg, plan=plan)
     print(report.format())
     print(f"({time.perf_counter() - start:.0f}s)")
 
@@ -121,8 +123,9 @@ def _train_and_evaluate(spark: SparkSession, cfg: Config, plan: SnapshotPlan, tr
         target = cfg.platform_names[-1]
         start = _step(f"transfer experiment: adapt to '{target}' with 5%, 20%, 100% of its labels (head mode,"
                       " 1 epoch per arm) vs target-only")
-        settings = replace(cfg.training, target_platform=target, transfer_mode="head", epochs=1, source_platforms=[])
-        result = run_transfer_experiment(spark, cfg, cfg.teacher, settings)
+        experiment = replace(cfg, training=replace(cfg.training, target_platform=target, transfer_mode="head", epochs=1,
+                                                   source_platforms=[]))
+        result = run_transfer_experiment(spark, experiment, plan=plan)
         table = result.pivot_table(index=["arm", "fraction"], columns="task", values="auc").round(4)
         print(table.to_string())
         print(f"({time.perf_counter() - start:.0f}s)")
@@ -138,9 +141,11 @@ def _score_and_publish(spark: SparkSession, cfg: Config, snapshot_date: date, ev
         print(f"\nNOTE: no model passed its champion gates, so there is no @champion and `propensity score` with"
               f" the default {cfg.scoring.model_uri} refuses. To show the rest of the pipeline the demo scores"
               f" with the newest, unpromoted student ({model_uri}); a scheduled job would stop here.")
-    start = _step(f"score: {model_uri} at {snapshot_date} (mapInPandas -> MERGE into user_scores)")
+    start = _step(f"features + score: {model_uri} at {snapshot_date} (mapInPandas -> MERGE into user_scores)")
+    rows = write_snapshot(spark, cfg, snapshot_date, with_labels=False)
+    print(f"training_examples: {rows} rows for snapshot {snapshot_date} (no labels: scoring time)")
     scored = score_snapshot(spark, cfg, snapshot_date, model_uri)
-    print(score_path_summary(scored))
+    print(scored.format())
     _step("publish: inventory_demand and ads_audiences")
     published = publish(spark, cfg, snapshot_date)
     print(f"{published.format()} ({time.perf_counter() - start:.0f}s with scoring)")
@@ -159,7 +164,7 @@ def _print_label_rates(spark: SparkSession, cfg: Config, seconds: float) -> None
 
 
 def _print_ingest_rate(report: IngestReport, seconds: float) -> None:
-    rows = sum(a.read for a in report.accounts if a.feed in ("events", "ads"))
+    rows = report.event_rows_read()
     print(f"ingested {rows} raw event rows in {seconds:.1f}s = {rows / seconds:,.0f} rows/s")
 
 
@@ -177,7 +182,7 @@ def _print_summary(spark: SparkSession, cfg: Config, feed_config: Path, results:
     if results.transfer is not None:
         print("\ntransfer experiment (test AUC on the held-out platform):")
         print(results.transfer.to_string())
-    print("\n" + score_path_summary(scored))
+    print("\n" + scored.format())
     queries = [
         "SELECT platform, count(*) AS users, round(avg(purchase_score), 3) AS avg_purchase,"
         " round(avg(click_score), 3) AS avg_click, round(avg(churn_score), 3) AS avg_churn"

@@ -1,0 +1,170 @@
+"""Config sections for storage, Spark, feeds, features, evaluation, scoring and publishing.
+
+Every field has a default and a help text; ``__post_init__`` raises
+:class:`~propensity.core.errors.ConfigError` naming the dotted key of a bad value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from propensity.core.config.fields import at_least, option, within
+from propensity.core.errors import ConfigError
+
+EVENT_FORMATS = ("rees46", "taobao", "retailrocket")
+AD_FORMATS = ("taobao_ads",)
+_SQL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class StorageConfig:
+    """Where tables, metastore, MLflow data and checkpoints live."""
+
+    root: str = option("Directory for all local state (warehouse, metastore, mlflow, checkpoints).",
+                       default="var/propensity")
+    schema: str = option("Database (schema) holding every table.", default="propensity")
+    catalog: str | None = option("Unity Catalog name on Databricks; null locally.", default=None)
+
+    def __post_init__(self) -> None:
+        for key in ("schema", "catalog"):
+            value = getattr(self, key)
+            if value is not None and not _SQL_IDENTIFIER.match(value):
+                raise ConfigError(f"storage.{key}={value!r} is not a valid SQL identifier; use letters, digits and _")
+
+
+def _default_spark_conf() -> dict[str, str]:
+    # Small local tables: fewer snapshot partitions make each Delta commit much cheaper.
+    return {"spark.databricks.delta.snapshotPartitions": "2",
+            "spark.sql.adaptive.coalescePartitions.enabled": "true"}
+
+
+@dataclass
+class SparkConfig:
+    """How the local Spark session is built (under spark-submit and on Databricks only ``conf`` applies)."""
+
+    master: str = option("Spark master for local runs.", default="local[*]")
+    app_name: str = option("Spark application name.", default="propensity")
+    shuffle_partitions: int = option("spark.sql.shuffle.partitions for local runs.", default=8)
+    driver_memory: str = option("spark.driver.memory for local runs.", default="4g")
+    delta_jars_dir: str | None = option(
+        "Folder with pre-fetched Delta jars (air-gapped); null: the venv's jars, else Maven.", default=None)
+    delta_package: str = option("Maven coordinates of Delta when no jar folder is found.",
+                                default="io.delta:delta-spark_2.13:4.0.1")
+    ui_enabled: bool = option("Start the Spark UI.", default=False)
+    conf: dict[str, str] = option("Extra Spark settings, passed as they are.", default_factory=_default_spark_conf)
+
+    def __post_init__(self) -> None:
+        at_least("spark", self, 1, "shuffle_partitions")
+
+
+@dataclass
+class PlatformConfig:
+    """One platform's behaviour-event feed."""
+
+    name: str = option("Platform name, used in table names and as the id prefix.", default="")
+    format: str = option(f"Raw format: one of {', '.join(EVENT_FORMATS)}.", default="")
+    events: str = option("Path or glob of the raw event CSV files.", default="")
+    items: str | None = option("Optional item catalog CSV (item_id,title,category,brand,price).", default=None)
+
+
+@dataclass
+class AdsConfig:
+    """One platform's ad impression/click feed."""
+
+    platform: str = option("Platform the ads were shown on.", default="")
+    format: str = option(f"Raw format: one of {', '.join(AD_FORMATS)}.", default="taobao_ads")
+    path: str = option("Path or glob of the raw ad log CSV files.", default="")
+    ad_feature: str | None = option("Optional ad_feature CSV (adgroup_id,cate_id,campaign_id,customer,brand,price).",
+                                    default=None)
+
+
+@dataclass
+class IngestConfig:
+    """Ingestion behaviour."""
+
+    reprocess: bool = option("Read files again even if already ingested (events stay deduplicated).", default=False)
+
+
+@dataclass
+class FeaturesConfig:
+    """Point-in-time feature and label windows (see docs/labels.md)."""
+
+    lookback_days: int = option("Feature window before the snapshot date, in days.", default=30)
+    purchase_horizon_days: int = option("Purchase label horizon, in days.", default=7)
+    click_horizon_days: int = option("Ad click label horizon, in days.", default=7)
+    churn_horizon_days: int = option("Churn label horizon, in days.", default=30)
+    max_sequence_events: int = option("Most recent events kept in behavior_text.", default=64)
+    snapshot_step_days: int = option("Days between the training plan's snapshot dates (train, validation, test).",
+                                     default=7)
+    min_history_days: int = option("Days of events (capped at lookback_days) a train snapshot needs before it.",
+                                   default=7)
+    train_step_days: int = option("Days between train snapshot dates; 0: snapshot_step_days. A denser train grid"
+                                  " gives more labelled rows from the same history.", default=0)
+    max_train_snapshots: int = option("Newest train snapshots kept in the plan; 0: all.", default=0)
+
+    def __post_init__(self) -> None:
+        at_least("features", self, 1, "lookback_days", "purchase_horizon_days", "click_horizon_days",
+                 "churn_horizon_days", "max_sequence_events", "snapshot_step_days", "min_history_days")
+        at_least("features", self, 0, "max_train_snapshots", "train_step_days", hint=" (0: the default)")
+
+    @property
+    def max_horizon_days(self) -> int:
+        """The longest label horizon."""
+        return max(self.purchase_horizon_days, self.click_horizon_days, self.churn_horizon_days)
+
+
+@dataclass
+class ScoringConfig:
+    """Batch scoring."""
+
+    model_uri: str = option("Model to score with; an alias URI follows the registry (champion).",
+                            default="models:/propensity_student@champion")
+    batch_size: int = option("Rows per model call inside a Python worker.", default=512)
+    arrow_batch_size: int = option("spark.sql.execution.arrow.maxRecordsPerBatch while scoring.", default=4096)
+    torch_threads: int = option("torch threads per Python worker; 0 means cores / worker processes.", default=0)
+
+    def __post_init__(self) -> None:
+        at_least("scoring", self, 1, "batch_size", "arrow_batch_size")
+        at_least("scoring", self, 0, "torch_threads", hint=" (0: automatic)")
+
+
+@dataclass
+class PublishConfig:
+    """Downstream tables for inventory and ads."""
+
+    high_click_fraction: float = option("Share of scored users per platform in the high_click audience.",
+                                        default=0.1)
+    churn_threshold: float = option("churn_score at or above which a user is at risk.", default=0.5)
+    valuable_min_spend: float = option("Spend in the lookback that makes a user valuable for churn_risk.",
+                                       default=1.0)
+
+    def __post_init__(self) -> None:
+        within("publish", self, "high_click_fraction", 0.0, 1.0, low_open=True)
+        within("publish", self, "churn_threshold", 0.0, 1.0)
+        within("publish", self, "valuable_min_spend", 0.0, 1e12)
+
+
+@dataclass
+class EvaluationConfig:
+    """Model comparison, baselines and the champion gates."""
+
+    gate_margin: float = option("Test AUC by which a model must beat the best baseline on every task to become"
+                                " champion.", default=0.0)
+    fusion_weight_step: float = option("Grid step of the fusion weight w chosen on validation.", default=0.05)
+    gbt_max_iter: int = option("Trees of the gradient-boosted baseline.", default=40)
+    gbt_max_depth: int = option("Depth of the gradient-boosted baseline's trees.", default=4)
+
+    def __post_init__(self) -> None:
+        within("evaluation", self, "gate_margin", -1.0, 1.0, low_open=True, high_open=True, example="0.0")
+        within("evaluation", self, "fusion_weight_step", 0.0, 0.5, low_open=True)
+        at_least("evaluation", self, 1, "gbt_max_iter", "gbt_max_depth")
+
+
+@dataclass
+class MlflowConfig:
+    """MLflow tracking and registry (default: a SQLite store under storage.root)."""
+
+    tracking_uri: str | None = option("Tracking URI; null: sqlite:///<storage.root>/mlflow.db.", default=None)
+    registry_uri: str | None = option("Registry URI; null: same as the tracking URI.", default=None)
+    experiment: str = option("Experiment name.", default="propensity")

@@ -1,0 +1,303 @@
+"""Delta table contracts: columns (with their meaning), partitioning, CHECK constraints and properties.
+
+Every stage creates its tables through :func:`ensure_table` and reads another stage's through
+:func:`require_table`, whose error names the stage to run first; so the schema lives here only
+and a table made by one stage is exactly what the next one reads. ``docs/tables.md`` is
+generated from :data:`TABLES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from propensity.core.config import Config
+from propensity.core.errors import TableNotFoundError
+from propensity.core.schema import DOUBLE_FEATURES, EVENT_TYPES, INT_FEATURES, LABEL_COLUMNS, SCORE_COLUMNS, TASKS
+
+
+@dataclass(frozen=True)
+class Col:
+    """One column: name, SQL type, whether it may be NULL, and what it means."""
+
+    name: str
+    type: str
+    comment: str
+    nullable: bool = True
+
+    def ddl(self) -> str:
+        """The column's DDL fragment (names are backquoted: ``read`` and ``rank`` are keywords)."""
+        comment = self.comment.replace("\\", "\\\\").replace("'", "\\'")
+        return f"`{self.name}` {self.type}{'' if self.nullable else ' NOT NULL'} COMMENT '{comment}'"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One Delta table: columns, partition columns, CHECK constraints, properties and its meaning."""
+
+    columns: tuple[Col, ...]
+    comment: str
+    written_by: str
+    partitioned_by: tuple[str, ...] = ()
+    constraints: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Column names in table order."""
+        return tuple(c.name for c in self.columns)
+
+    def ddl_columns(self) -> str:
+        """The column list of ``CREATE TABLE``."""
+        return ", ".join(c.ddl() for c in self.columns)
+
+
+def _required(name: str, type_: str, comment: str) -> Col:
+    return Col(name, type_, comment, nullable=False)
+
+
+_EVENT_TYPE_LIST = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+_INGESTED = (_required("_source_file", "STRING", "Raw file the row was read from."),
+             _required("_ingested_at", "TIMESTAMP", "Start of the ingest run that wrote the row (UTC)."))
+_SNAPSHOT = _required("snapshot_date", "DATE", "Snapshot date T (T 00:00 UTC): features before T, labels after.")
+_USER = _required("user_id", "STRING", "Cross-platform user id (from identity_map).")
+_PLATFORM = _required("platform", "STRING", "Platform name (from the config).")
+
+
+def _feature_columns() -> tuple[Col, ...]:
+    counts = tuple(Col(n, "INT", "Point-in-time count; see docs/features.md.") for n in INT_FEATURES)
+    values = tuple(Col(n, "DOUBLE", "Point-in-time value; see docs/features.md.") for n in DOUBLE_FEATURES)
+    return counts + values
+
+
+_LABEL_RULES = {
+    "label_purchase": "1: a purchase on this platform in [T, T + purchase_horizon_days); NULL at scoring time.",
+    "label_click": "1: an ad click on this platform in [T, T + click_horizon_days); 0: impressions but no click;"
+                   " NULL: no impression there, or scoring time.",
+    "label_churn": "1: no behaviour event on this platform in [T, T + churn_horizon_days); NULL at scoring time.",
+}
+
+TABLES: dict[str, TableSpec] = {
+    "events": TableSpec(
+        columns=(
+            _required("event_id", "STRING", "Deterministic id: a hash of what identifies the raw event."),
+            _PLATFORM,
+            _required("platform_user_id", "STRING", "The user's id on this platform, as in the feed."),
+            _USER,
+            _required("event_time", "TIMESTAMP", "When the event happened (UTC)."),
+            _required("event_date", "DATE", "UTC date of event_time (partition column)."),
+            _required("event_type", "STRING", f"One of {', '.join(EVENT_TYPES)}."),
+            Col("item_id", "STRING", "Item (or ad group for ad events) id on this platform."),
+            Col("category", "STRING", "Category code or id, from the feed or the item catalog."),
+            Col("brand", "STRING", "Brand, from the feed or the item catalog."),
+            Col("price", "DOUBLE", "Item price, from the feed or the item catalog."),
+            Col("session_id", "STRING", "Session (rees46), transaction (retailrocket) or ad slot (taobao_ads)."),
+            Col("campaign_id", "STRING", "Ad campaign (ad events with an ad_feature file)."),
+            *_INGESTED,
+        ),
+        comment="Unified behaviour and ad events of every platform, one row per distinct event.",
+        written_by="ingest",
+        partitioned_by=("event_date",),
+        constraints={"valid_event_type": f"event_type IN ({_EVENT_TYPE_LIST})",
+                     "non_negative_price": "price IS NULL OR price >= 0"},
+    ),
+    "rejects": TableSpec(
+        columns=(
+            _PLATFORM,
+            _required("feed", "STRING", "events, ads, items, ad_feature or identity."),
+            _required("_source_file", "STRING", "Raw file the line was read from."),
+            Col("raw", "STRING", "The original line."),
+            _required("reason", "STRING", "Why the line was refused (the first rule it broke)."),
+            _required("_ingested_at", "TIMESTAMP", "Start of the ingest run (UTC)."),
+            _required("_ingest_run_id", "STRING", "The ingest run (ingest_runs.run_id)."),
+        ),
+        comment="Raw rows that could not be ingested, with the reason.",
+        written_by="ingest",
+    ),
+    "identity_map": TableSpec(
+        columns=(
+            _PLATFORM,
+            _required("platform_user_id", "STRING", "The user's id on this platform."),
+            _USER,
+            _required("linked", "BOOLEAN", "True when the link came from the identity file."),
+        ),
+        comment="Every platform account seen, resolved to one cross-platform user_id (linked = from identity file).",
+        written_by="ingest",
+    ),
+    "items": TableSpec(
+        columns=(
+            _PLATFORM,
+            _required("item_id", "STRING", "Item id on this platform."),
+            Col("title", "STRING", "Item title."),
+            Col("category", "STRING", "Category code or id."),
+            Col("brand", "STRING", "Brand."),
+            Col("price", "DOUBLE", "Price."),
+            Col("_source_file", "STRING", "Catalog file the row came from."),
+            Col("_ingested_at", "TIMESTAMP", "Start of the ingest run (UTC)."),
+        ),
+        comment="Item catalogs per platform.",
+        written_by="ingest",
+        constraints={"non_negative_price": "price IS NULL OR price >= 0"},
+    ),
+    "training_examples": TableSpec(
+        columns=(
+            _SNAPSHOT, _USER, _PLATFORM,
+            _required("behavior_text", "STRING", "The user's recent events on all platforms as words;"
+                                                 " see docs/features.md."),
+            *_feature_columns(),
+            *(Col(c, "INT", _LABEL_RULES[c]) for c in LABEL_COLUMNS),
+        ),
+        comment="Point-in-time features, behaviour text and labels per (snapshot_date, user_id, platform).",
+        written_by="features",
+        partitioned_by=("snapshot_date",),
+        constraints={"valid_labels": " AND ".join(f"({c} IS NULL OR {c} IN (0, 1))" for c in LABEL_COLUMNS)},
+    ),
+    "model_evaluations": TableSpec(
+        columns=(
+            _required("evaluated_at", "TIMESTAMP", "When `propensity evaluate` ran (UTC)."),
+            _required("model_name", "STRING", "Registered model name, or baseline_lr / baseline_gbt."),
+            Col("model_version", "STRING", "Registered model version (NULL for baselines)."),
+            _required("model_uri", "STRING", "The exact model scored (models:/name/version or mllib:name)."),
+            _required("task", "STRING", f"One of {', '.join(TASKS)}."),
+            _required("platform", "STRING", "A platform, or 'all' for every platform together."),
+            _required("split", "STRING", "validation or test."),
+            _SNAPSHOT,
+            Col("auc", "DOUBLE", "ROC AUC (NULL with one class only)."),
+            Col("pr_auc", "DOUBLE", "Average precision (NULL without positives)."),
+            Col("logloss", "DOUBLE", "Mean log loss."),
+            _required("n", "BIGINT", "Rows with a label."),
+            _required("positives", "BIGINT", "Rows with label 1."),
+            Col("mlflow_run_id", "STRING", "The MLflow run of the evaluation (plots, tables)."),
+        ),
+        comment="Metrics per model, task, platform ('all' = every platform) and split; NULL where undefined.",
+        written_by="evaluate",
+        constraints={"valid_task": "task IN (" + ", ".join(f"'{t}'" for t in TASKS) + ")",
+                     "valid_split": "split IN ('validation', 'test')"},
+    ),
+    "ingest_runs": TableSpec(
+        columns=(
+            _required("run_id", "STRING", "Id of the ingest run."),
+            _required("started_at", "TIMESTAMP", "Start of the run (UTC)."),
+            _PLATFORM,
+            _required("feed", "STRING", "events, ads, items, ad_feature or identity."),
+            Col("files", "BIGINT", "Files of the feed."),
+            Col("skipped_files", "BIGINT", "Files skipped as already ingested."),
+            Col("read", "BIGINT", "Lines read."),
+            Col("accepted", "BIGINT", "Distinct new rows accepted."),
+            Col("duplicates", "BIGINT", "Lines that repeat an accepted or earlier row."),
+            Col("rejected", "BIGINT", "Lines written to rejects."),
+            Col("events_written", "BIGINT", "Rows added to events (a clicked impression adds two)."),
+        ),
+        comment="Per-run, per-feed accounting: read = accepted + duplicates + rejected.",
+        written_by="ingest",
+    ),
+    "user_scores": TableSpec(
+        columns=(
+            _SNAPSHOT, _USER, _PLATFORM,
+            *(_required(SCORE_COLUMNS[t], "DOUBLE", f"Probability of {t} (see docs/labels.md).") for t in TASKS),
+            _required("model_name", "STRING", "Registered model that scored the row."),
+            _required("model_version", "STRING", "Its version."),
+            _required("scored_at", "TIMESTAMP", "When the scoring run started (UTC)."),
+        ),
+        comment="Per-user purchase, click and churn probabilities per snapshot, with the model that made them.",
+        written_by="score",
+        partitioned_by=("snapshot_date",),
+        constraints={f"{c}_in_unit_interval": f"{c} >= 0 AND {c} <= 1" for c in SCORE_COLUMNS.values()},
+        properties={"delta.enableChangeDataFeed": "true"},
+    ),
+    "inventory_demand": TableSpec(
+        columns=(
+            _SNAPSHOT, _PLATFORM,
+            _required("category", "STRING", "Category of the users' recent behaviour events."),
+            _required("expected_buyers", "DOUBLE", "Sum over scored users of purchase_score times the category's"
+                                                   " share of their recent events on the platform."),
+            _required("users_scored", "BIGINT", "Scored users with the category in their recent events."),
+        ),
+        comment="Expected buyers per platform and category: purchase scores spread over recent category mix.",
+        written_by="publish",
+        partitioned_by=("snapshot_date",),
+        constraints={"non_negative_demand": "expected_buyers >= 0"},
+    ),
+    "ads_audiences": TableSpec(
+        columns=(
+            _SNAPSHOT, _PLATFORM,
+            _required("audience", "STRING", "high_click or churn_risk."),
+            _USER,
+            _required("score", "DOUBLE", "click_score (high_click) or churn_score (churn_risk)."),
+            _required("rank", "INT", "1 = strongest within audience and platform."),
+        ),
+        comment="Audiences for the ads system: high_click and churn_risk users per platform, ranked.",
+        written_by="publish",
+        partitioned_by=("snapshot_date",),
+        constraints={"score_in_unit_interval": "score >= 0 AND score <= 1"},
+    ),
+    "ingested_files": TableSpec(
+        columns=(
+            _PLATFORM,
+            _required("feed", "STRING", "events, ads, items, ad_feature or identity."),
+            _required("path", "STRING", "The file."),
+            _required("size", "BIGINT", "Its size in bytes when read."),
+            _required("modified_at", "TIMESTAMP", "Its modification time when read (UTC)."),
+            _required("run_id", "STRING", "The ingest run that read it."),
+            _required("ingested_at", "TIMESTAMP", "When (UTC)."),
+        ),
+        comment="Files already ingested (path, size, mtime); they are skipped unless ingest.reprocess is set.",
+        written_by="ingest",
+    ),
+}
+
+#: Bronze tables are named ``bronze_<feed>``: one per event or ad feed, raw fields as read.
+BRONZE_PREFIX = "bronze_"
+
+#: Tables with a ``<name>_latest`` view: the rows of the newest ``snapshot_date`` (for analysts and BI tools).
+LATEST_VIEWS = ("user_scores", "inventory_demand", "ads_audiences")
+
+
+def _exists(spark: SparkSession, qualified: str) -> bool:
+    return bool(spark.catalog.tableExists(qualified.replace("`", "")))
+
+
+def create_table_ddl(qualified: str, spec: TableSpec) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for ``spec`` (constraints are added separately)."""
+    ddl = f"CREATE TABLE IF NOT EXISTS {qualified} ({spec.ddl_columns()}) USING DELTA"
+    if spec.partitioned_by:
+        ddl += f" PARTITIONED BY ({', '.join(spec.partitioned_by)})"
+    ddl += " COMMENT '" + spec.comment.replace("'", "\\'") + "'"
+    if spec.properties:
+        ddl += " TBLPROPERTIES (" + ", ".join(f"'{k}' = '{v}'" for k, v in spec.properties.items()) + ")"
+    return ddl
+
+
+def ensure_table(spark: SparkSession, cfg: Config, name: str) -> str:
+    """Create table ``name`` if missing (with its constraints) and return its qualified name."""
+    spec = TABLES[name]
+    qualified = cfg.table(name)
+    if _exists(spark, qualified):
+        return qualified
+    spark.sql(create_table_ddl(qualified, spec))
+    for constraint, check in spec.constraints.items():
+        spark.sql(f"ALTER TABLE {qualified} ADD CONSTRAINT {constraint} CHECK ({check})")
+    return qualified
+
+
+def ensure_latest_view(spark: SparkSession, cfg: Config, name: str) -> str:
+    """Create the view ``<name>_latest`` (rows of ``name``'s newest snapshot) if missing; returns its name."""
+    if name not in LATEST_VIEWS:
+        raise ValueError(f"no latest view for table {name!r}; tables with one: {', '.join(LATEST_VIEWS)}")
+    table = cfg.table(name)
+    view = cfg.table(f"{name}_latest")
+    if not _exists(spark, view):
+        spark.sql(f"CREATE VIEW IF NOT EXISTS {view} COMMENT 'Rows of {name} for its newest snapshot_date.'"
+                  f" AS SELECT * FROM {table} WHERE snapshot_date = (SELECT max(snapshot_date) FROM {table})")
+    return view
+
+
+def require_table(spark: SparkSession, cfg: Config, name: str) -> str:
+    """Qualified name of an existing table, or a :class:`TableNotFoundError` naming the stage that writes it."""
+    qualified = cfg.table(name)
+    if not _exists(spark, qualified):
+        made_by = TABLES[name].written_by if name in TABLES else "ingest"
+        raise TableNotFoundError(f"table {qualified.replace('`', '')} does not exist yet;"
+                                 f" run `propensity {made_by}` first")
+    return qualified

@@ -1,0 +1,104 @@
+"""What ``propensity evaluate`` records per model: metric rows, plots and the ``model_evaluations`` commit.
+
+AUC, PR-AUC and log loss per task, per platform and over all platforms (``platform = 'all'``),
+per split (NULL labels left out; a metric undefined for one class is NULL; groups without
+labels are skipped). ROC and calibration plots per model and split go to the active MLflow run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+
+from propensity.core.config import Config
+from propensity.core.datasets import SPLITS
+from propensity.core.schema import LABEL_COLUMNS, SCORE_COLUMNS, TASKS
+from propensity.core.tables import ensure_table
+from propensity.models.metrics import binary_metrics
+from propensity.stages.evaluation.plots import Curves, calibration_figure, roc_figure
+
+#: Columns of a scored frame: the row's key, its labels and one score per task.
+KEYS = ["split", "snapshot_date", "user_id", "platform"]
+SCORED_COLUMNS = [*KEYS, *LABEL_COLUMNS, *SCORE_COLUMNS.values()]
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
+
+
+def metric_rows(scored: pd.DataFrame) -> list[dict[str, Any]]:
+    """Metrics per split, task and platform (plus ``all``) of a pandas frame with labels and scores.
+
+    ``scored`` has ``split``, ``snapshot_date``, ``platform``, ``label_<task>`` and ``<task>_score``.
+    """
+    rows: list[dict[str, Any]] = []
+    for (split, snapshot_date), part in scored.groupby(["split", "snapshot_date"], sort=True):
+        for task in TASKS:
+            known = part[part[f"label_{task}"].notna()]
+            groups = [(str(p), g) for p, g in known.groupby("platform", sort=True)] + [("all", known)]
+            for platform, g in groups:
+                if g.empty:
+                    continue
+                m = binary_metrics(g[f"label_{task}"].to_numpy(), g[f"{task}_score"].to_numpy())
+                rows.append({"task": task, "platform": platform, "split": split, "snapshot_date": snapshot_date,
+                             "auc": _none_if_nan(m["auc"]), "pr_auc": _none_if_nan(m["pr_auc"]),
+                             "logloss": _none_if_nan(m["logloss"]), "n": int(m["n"]),
+                             "positives": int(m["positives"])})
+    return rows
+
+
+def curves(scored: pd.DataFrame, split: str) -> Curves:
+    """Labels and scores per task and platform (plus ``all``) of one split, for the plots."""
+    part = scored[scored["split"] == split]
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for task in TASKS:
+        known = part[part[f"label_{task}"].notna()]
+        by_platform = {str(p): (g[f"label_{task}"].to_numpy(float), g[f"{task}_score"].to_numpy(float))
+                       for p, g in known.groupby("platform", sort=True)}
+        by_platform["all"] = (known[f"label_{task}"].to_numpy(float), known[f"{task}_score"].to_numpy(float))
+        out[task] = by_platform
+    return out
+
+
+def log_plots(name: str, version: str | None, scored: pd.DataFrame) -> None:
+    label = f"{name} v{version}" if version else name
+    for split in SPLITS:
+        if not (scored["split"] == split).any():
+            continue
+        data = curves(scored, split)
+        mlflow.log_figure(roc_figure(data, f"{label}: ROC, {split}"), f"plots/{name}/roc_{split}.png")
+        mlflow.log_figure(calibration_figure(data, f"{label}: calibration, {split}"),
+                          f"plots/{name}/calibration_{split}.png")
+
+
+def model_metric_rows(name: str, version: str | None, model_uri: str, scored: pd.DataFrame
+                      ) -> list[dict[str, Any]]:
+    """Metric rows of one model's scored rows (see :func:`metric_rows`); its plots go to the active run."""
+    log_plots(name, version, scored)
+    common = {"model_name": name, "model_version": version, "model_uri": model_uri}
+    return [{**common, **r} for r in metric_rows(scored)]
+
+
+def write_evaluations(spark: SparkSession, cfg: Config, rows: list[dict[str, Any]], run_id: str | None
+                      ) -> DataFrame:
+    """Append metric rows to ``model_evaluations`` (with ``evaluated_at`` now) and return them as a DataFrame."""
+    table = ensure_table(spark, cfg, "model_evaluations")
+    schema = spark.table(table).schema
+    now = datetime.now(UTC).replace(tzinfo=None)
+    full = [{**r, "evaluated_at": now, "mlflow_run_id": run_id} for r in rows]
+    df = spark.createDataFrame([tuple(r.get(f.name) for f in schema.fields) for r in full], schema)
+    df.write.format("delta").mode("append").saveAsTable(table)
+    return df
+
+
+def log_summary(rows: list[dict[str, Any]]) -> None:
+    metrics = {f"{r['model_name']}.{r['split']}.{r['task']}.{k}": r[k]
+               for r in rows if r["platform"] == "all" for k in ("auc", "pr_auc", "logloss") if r[k] is not None}
+    mlflow.log_metrics(metrics)
+    if rows:
+        mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), "evaluation/model_evaluations.csv")

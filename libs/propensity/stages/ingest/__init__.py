@@ -1,0 +1,1 @@
+"""The ``ingest`` stage: raw feeds into Delta (:func:`~propensity.stages.ingest.pipeline.ingest`)."""

@@ -1,0 +1,1 @@
+"""The ``score`` stage: per-user probabilities into ``user_scores`` (:mod:`~propensity.stages.scoring.score`)."""

@@ -1,0 +1,101 @@
+"""``propensity finetune``: the teacher's three heads (and, in ``full`` mode, its encoder) on labels.
+
+Rows: labelled ``training_examples`` of the plan's train snapshots on the source platforms
+(``training.source_platforms``; empty: every platform but the target), a seeded sample of
+``training.max_train_rows``; the validation snapshot scores each epoch and picks the best
+one. With ``training.target_platform`` a second step adapts the model to that platform's
+labels (``training.target_label_fraction`` of them), in the same transfer mode.
+
+The encoder starts from the newest ``propensity pretrain`` output (or
+``training.init_checkpoint``). Feature normalisation statistics come from the train rows
+and are saved with the model. Each head starts as a logistic regression on the normalised
+features and keeps it (:mod:`~propensity.stages.training.wide`); after each epoch every
+task's deep part gets a weight in [0, 1] chosen on validation, and the starting point
+competes with every epoch for "best on validation".
+The result is logged as a pyfunc model and registered as ``propensity_teacher`` (a new
+version each run).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+from pyspark.sql import SparkSession
+
+from propensity.core.config import Config
+from propensity.core.datasets import SnapshotPlan, examples, training_plan
+from propensity.core.errors import DataNotReadyError
+from propensity.core.schema import FEATURE_COLUMNS
+from propensity.core.tracking import checkpoint_dir, log_params, log_resolved_config, setup_mlflow
+from propensity.models.pyfunc import input_example, log_pyfunc_model
+from propensity.models.registry import TEACHER_MODEL_NAME, RegisteredModelVersion, registered_name
+from propensity.stages.training.fit import FitOutcome, FitSpec, fit_heads, log_selection, training_rows
+from propensity.stages.training.start import PretrainedEncoder, find_pretrained
+
+log = logging.getLogger(__name__)
+
+
+def source_platforms(spark: SparkSession, cfg: Config, plan: SnapshotPlan) -> list[str]:
+    """Source platforms: the configured ones, else every platform with rows except the target (empty: all).
+
+    :raises DataNotReadyError: the target is the only platform.
+    """
+    train = cfg.training
+    if train.source_platforms or train.target_platform is None:
+        return list(train.source_platforms)
+    rows = examples(spark, cfg, plan.train).select("platform").distinct().collect()
+    sources = sorted(r["platform"] for r in rows if r["platform"] != train.target_platform)
+    if not sources:
+        raise DataNotReadyError(f"training.target_platform={train.target_platform!r} is the only platform;"
+                                " a transfer needs at least one other source platform")
+    return sources
+
+
+def _log_run_inputs(cfg: Config, plan: SnapshotPlan, start: PretrainedEncoder, sources: list[str]) -> None:
+    log_params("teacher", cfg.teacher.to_dict())
+    log_params("training", cfg.training.to_dict())
+    mlflow.log_params({"finetune.train_snapshots": ",".join(d.isoformat() for d in plan.train),
+                       "finetune.validation_snapshot": plan.validation.isoformat(),
+                       "finetune.test_snapshot": plan.test.isoformat(),
+                       "finetune.sources": ",".join(sources) or "all", "finetune.encoder": str(start.encoder_dir)})
+    log_resolved_config(cfg)
+    mlflow.log_artifacts(str(start.tokenizer_dir), "tokenizer")
+
+
+def run_finetune(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = None) -> RegisteredModelVersion:
+    """``propensity finetune``: fine-tune the teacher, log it to MLflow and register a new version.
+
+    :param plan: snapshot dates; None: the training plan of ``events`` (its snapshots must be built).
+    :returns: the registered ``propensity_teacher`` version.
+    :raises DataNotReadyError: no pretrained encoder, a missing snapshot, or no labelled rows.
+    """
+    plan = plan or training_plan(spark, cfg)
+    start = find_pretrained(cfg, cfg.teacher)
+    sources = source_platforms(spark, cfg, plan)
+    setup_mlflow(cfg)
+    with (training_rows(spark, cfg, plan, sources) as rows,
+          mlflow.start_run(run_name="teacher-finetune", tags={"stage": "finetune", "model": "teacher"}) as run):
+        _log_run_inputs(cfg, plan, start, sources)
+        mlflow.log_param("finetune.rows", rows.train.count())
+        out = checkpoint_dir(cfg, "teacher", "finetune", run.info.run_id)
+        outcome = fit_heads(spark, cfg, rows, FitSpec("finetune", cfg.teacher, start, out, run_id=run.info.run_id))
+        log_selection("finetune", outcome)
+        if cfg.training.target_platform:
+            outcome = _adapt(spark, cfg, plan, outcome, run.info.run_id)
+            log_selection("adapt", outcome)
+        mlflow.log_metric("finetune_samples_per_s", float(outcome.result["samples_per_s"]))
+        example = input_example((rows.validation or rows.train).limit(5).toPandas(), list(FEATURE_COLUMNS))
+        version = log_pyfunc_model(outcome.model_dir, start.tokenizer_dir, outcome.stats_path, example,
+                                   registered_name(cfg, TEACHER_MODEL_NAME))
+    log.info("registered %s version %s (run %s)", version.name, version.version, version.run_id)
+    return version
+
+
+def _adapt(spark: SparkSession, cfg: Config, plan: SnapshotPlan, source: FitOutcome, run_id: str) -> FitOutcome:
+    """Second step: continue from the source model on the target platform's labels."""
+    target = str(cfg.training.target_platform)
+    with training_rows(spark, cfg, plan, [target], cfg.training.target_label_fraction) as rows:
+        mlflow.log_param("adapt.rows", rows.train.count())
+        return fit_heads(spark, cfg, rows, FitSpec("adapt", cfg.teacher, source.continued(),
+                                                   source.model_dir.parent / "adapt", run_id=run_id))

@@ -1,0 +1,174 @@
+"""One fine-tuning run through TorchDistributor: typed rows and spec in, a saved model folder out.
+
+Every model stage (the teacher's fine-tuning and target-platform adaptation, the student's
+distillation, both arms of the transfer experiment) calls :func:`fit_heads` with
+
+- :class:`TrainingRows`: the (sampled) train rows, validation rows (they pick the kept epoch and
+  each task's ``deep_scale``) and the rows the wide regressions are fitted on;
+- :class:`FitSpec`: the stage name, the model size, where the weights start
+  (:mod:`~propensity.stages.training.start`) and, for the student, the distillation loss.
+
+How the run trains (epochs, batch size, processes, learning rates) is ``cfg.training``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from pyspark.sql import DataFrame, SparkSession
+
+from propensity.core.config import Config, ModelSettings
+from propensity.core.datasets import SnapshotPlan, examples, labelled, sample_rows
+from propensity.core.errors import DataNotReadyError
+from propensity.core.schema import FEATURE_COLUMNS, TASKS
+from propensity.core.tracking import tracking_uri
+from propensity.models.network import FeatureStats
+from propensity.models.tokenizer import tokenize_column
+from propensity.stages.training import data
+from propensity.stages.training.distributed import run_distributed
+from propensity.stages.training.start import ContinueFrom, NewEncoder, PretrainedEncoder, Start
+from propensity.stages.training.train_fn import MODEL_DIR, Distillation, FinetuneJob, MlflowTarget, finetune_fn
+from propensity.stages.training.wide import logistic_start
+
+log = logging.getLogger(__name__)
+
+STATS_FILE = "feature_stats.json"
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """The rows of one fine-tuning run (``training_examples`` columns).
+
+    :param train: the rows trained on (a sample of at most ``training.max_train_rows``).
+    :param validation: rows scored after each epoch; None: the last epoch is kept.
+    :param wide: rows the heads' logistic regressions are fitted on; None: ``train`` (pass every labelled
+        train row when ``train`` is a sample: the regression is cheap).
+    """
+
+    train: DataFrame
+    validation: DataFrame | None
+    wide: DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """What one fine-tuning run trains.
+
+    :param stage: name of the run's MLflow metrics (``<stage>_val_auc_purchase``) and params.
+    :param size: the encoder size section (its ``max_length`` and ``head_hidden_size`` apply).
+    :param start: where the weights start.
+    :param out_dir: rank 0 writes ``out_dir/model`` and ``out_dir/feature_stats.json``.
+    :param distillation: train on the teacher's logits (``teacher_logit_<task>`` columns of the train rows).
+    :param run_id: MLflow run that rank 0 logs per-epoch metrics to.
+    """
+
+    stage: str
+    size: ModelSettings
+    start: Start
+    out_dir: Path
+    distillation: Distillation | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class FitOutcome:
+    """One fine-tuning run: the saved model folder, its statistics and the train function's summary."""
+
+    model_dir: Path
+    stats_path: Path
+    tokenizer_dir: Path
+    result: dict[str, Any]
+    #: per task, the C of the logistic regression the head started from (empty: continued from a model)
+    wide_c: dict[str, float] = field(default_factory=dict)
+
+    def continued(self) -> ContinueFrom:
+        """A starting point that trains this model further."""
+        return ContinueFrom(self.model_dir, self.tokenizer_dir, FeatureStats.from_json(self.stats_path.read_text()))
+
+
+TEACHER_LOGITS = tuple(f"teacher_logit_{t}" for t in TASKS)
+
+
+def fit_heads(spark: SparkSession, cfg: Config, rows: TrainingRows, spec: FitSpec) -> FitOutcome:
+    """Fine-tune on ``rows`` through TorchDistributor into ``spec.out_dir`` (see the module docstring)."""
+    train = cfg.training
+    continuing = isinstance(spec.start, ContinueFrom)
+    stats = spec.start.stats if isinstance(spec.start, ContinueFrom) else data.feature_stats(rows.train,
+                                                                                                FEATURE_COLUMNS)
+    wide = None if continuing else logistic_start(rows.wide or rows.train, stats, train.seed, rows.validation)
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    stats_path = spec.out_dir / STATS_FILE
+    stats_path.write_text(stats.to_json())
+    tokenizer = str(spec.start.tokenizer_dir)
+    frames = [data.finetune_frame(tokenize_column(rows.train, tokenizer, spec.size.max_length), stats.columns,
+                                  TEACHER_LOGITS if spec.distillation else ()),
+              None if rows.validation is None else
+              data.finetune_frame(tokenize_column(rows.validation, tokenizer, spec.size.max_length), stats.columns)]
+    target = MlflowTarget(tracking_uri(cfg), spec.run_id) if spec.run_id else None
+    with data.converters(spark, cfg, frames, train.num_processes, train.seed) as (source, val_source):
+        if source is None:  # pragma: no cover - the train frame is never None
+            raise DataNotReadyError("no train rows to fine-tune on")
+        job = FinetuneJob(
+            feature_columns=list(stats.columns), feature_stats=asdict(stats),
+            head_hidden_size=spec.size.head_hidden_size,
+            train=train, data=source, validation=val_source, out_dir=str(spec.out_dir), epochs=train.epochs,
+            transfer_mode=train.transfer_mode, mlflow=target, stage=spec.stage, wide_init=wide,
+            distillation=spec.distillation, extra_meta={"max_length": spec.size.max_length, "stage": spec.stage},
+            **_job_start(spec.start))
+        result = run_distributed(finetune_fn, job, train)
+    return FitOutcome(spec.out_dir / MODEL_DIR, stats_path, spec.start.tokenizer_dir, result,
+                      {t: float(fit["c"]) for t, fit in (wide or {}).items()})
+
+
+def _job_start(start: Start) -> dict[str, Any]:
+    """The train function's view of a starting point: exactly one of its three fields."""
+    if isinstance(start, PretrainedEncoder):
+        return {"init_encoder": str(start.encoder_dir)}
+    if isinstance(start, ContinueFrom):
+        return {"init_model": str(start.model_dir)}
+    if isinstance(start, NewEncoder):
+        return {"bert_config": start.bert_config()}
+    raise TypeError(f"unknown starting point {start!r}")
+
+
+def log_selection(stage: str, outcome: FitOutcome) -> None:
+    """Log (MLflow params and one line) which epoch was kept and how much each task uses its deep part."""
+    result = outcome.result
+    scales = result.get("deep_scales") or {}
+    mlflow.log_params({f"{stage}.best_epoch": result["best_epoch"],
+                       **{f"{stage}.deep_scale.{t}": v for t, v in scales.items()},
+                       **{f"{stage}.wide_c.{t}": v for t, v in outcome.wide_c.items()}})
+    log.info("%s: kept epoch %s; per task the deep part's weight (0: the logistic regression alone) %s;"
+             " the regression's C %s", stage, result["best_epoch"],
+             ", ".join(f"{t} {v:g}" for t, v in scales.items()) or "n/a (no validation)",
+             ", ".join(f"{t} {v:g}" for t, v in outcome.wide_c.items()) or "n/a (continued)")
+
+
+@contextmanager
+def training_rows(spark: SparkSession, cfg: Config, plan: SnapshotPlan, platforms: list[str],
+                  fraction: float = 1.0) -> Iterator[TrainingRows]:
+    """Labelled train rows of ``platforms`` (empty: all; ``fraction`` of them, at most
+    ``training.max_train_rows``, persisted while in use), labelled validation rows (at most
+    ``training.max_eval_rows``) and every labelled train row of those platforms for the wide part.
+
+    :raises DataNotReadyError: there are no labelled train rows.
+    """
+    train = cfg.training
+    all_train = labelled(examples(spark, cfg, plan.train, platforms))
+    sampled = all_train.sample(fraction=fraction, seed=train.seed) if fraction < 1.0 else all_train
+    sampled = sample_rows(sampled, train.max_train_rows, train.seed).persist()
+    try:
+        if sampled.count() == 0:
+            raise DataNotReadyError(f"no labelled rows on the train snapshots for platforms {platforms or 'all'};"
+                                    " run `propensity features --training-set`")
+        validation = sample_rows(labelled(examples(spark, cfg, [plan.validation], platforms)), train.max_eval_rows,
+                                 train.seed)
+        yield TrainingRows(sampled, validation, all_train if fraction >= 1.0 else None)
+    finally:
+        sampled.unpersist()

@@ -1,15 +1,15 @@
 """Scoring throughput benchmark (docs/benchmarks.md): rows/s of three ways to score the same rows.
 
-Self-contained: no feeds, no trained models. It trains a WordPiece tokenizer on synthetic
-``behavior_text`` lines, builds a teacher and a student with **random weights** at the
+Self-contained: no feeds, no trained models. It makes synthetic ``event_ids`` sequences (the
+models' input, see docs/features.md), builds a teacher and a student with **random weights** at the
 config's ``teacher`` / ``student`` sizes (throughput does not depend on the weights),
 registers both in a temporary MLflow registry, and scores N synthetic users (a cached Spark
 DataFrame, counted before any timing) with
 
 * ``scoring``: our job's path, :func:`propensity.models.spark_scoring.score_frame` (``mapInPandas``);
 * ``spark_udf``: ``mlflow.pyfunc.spark_udf`` on the same registered model version;
-* ``torch_loop``: the ceiling, a plain loop in this process, no Spark: tokenise a batch, run
-  the network, next batch, with ``torch.set_num_threads`` = Spark's task slots x torch
+* ``torch_loop``: the ceiling, a plain loop in this process, no Spark: fit a batch's sequences to
+  the model's positions, run the network, next batch, with ``torch.set_num_threads`` = Spark's task slots x torch
   threads per worker (the same total threads as the Spark paths).
 
 Each method first runs once over all the rows as a warm-up (models loaded in every Python
@@ -39,9 +39,12 @@ from pyspark.sql import functions as F
 
 from propensity.core.config import Config, ModelSettings
 from propensity.core.schema import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES, TASKS
-from propensity.models.network import FeatureStats, PropensityModel, bert_config, save_model
+from propensity.core.sequence import EVENT_FIELDS, FIELD_SIZES, SEQUENCE_COLUMN, TARGET_TYPE
+from propensity.models.encoder import EventEncoder, bert_config
+from propensity.models.network import FeatureStats, PropensityModel, save_model
 from propensity.models.pyfunc import PropensityPyfunc
 from propensity.models.registry import ResolvedModel, resolve_model
+from propensity.models.sequence import fit_positions
 from propensity.models.spark_scoring import score_frame, worker_threads
 
 #: The three ways of scoring the same rows (see the module docstring).
@@ -52,16 +55,6 @@ MODEL_NAMES = {"teacher": "bench_teacher", "student": "bench_student"}
 RESULT_TYPE = ", ".join(f"{t} double" for t in TASKS)
 
 _PLATFORMS = ("shop", "app", "market")
-_EVENT_TYPES = ("view",) * 8 + ("cart", "cart", "remove_from_cart", "favorite", "purchase", "ad_impression",
-                                  "ad_impression", "ad_click")
-_GAPS = ("+1m", "+5m", "+10m", "+30m", "+1h", "+2h", "+6h", "+12h", "+1d", "+2d", "+4d", "+1w", "+2w", "+4w")
-_DEPARTMENTS = ("electronics", "appliances", "computers", "furniture", "apparel", "sport", "kids", "auto",
-                "construction", "accessories", "medicine", "country_yard", "stationery", "beauty")
-_KINDS = ("smartphone", "headphone", "tv", "clocks", "kitchen.refrigerators", "environment.vacuum", "notebook",
-          "desktop", "living_room.sofa", "bedroom.bed", "shoes", "shirt", "bicycle", "toys", "car.radar",
-          "tools.drill", "bag", "lotion", "pen", "watch")
-_BRANDS = ("samsung", "apple", "xiaomi", "huawei", "lg", "sony", "bosch", "lenovo", "acer", "asus", "nike", "adidas",
-           "lego", "philips", "indesit", "respect", "oasis", "ikea", "makita", "casio")
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,6 @@ class BenchModel:
 
     role: str
     model_dir: Path
-    tokenizer_dir: Path
     max_length: int
     uri: str
     resolved: ResolvedModel
@@ -128,46 +120,16 @@ class BenchResult:
 # ------------------------------------------------------------------------------------------------ synthetic data
 
 
-def _vocabulary(rng: np.random.Generator) -> tuple[list[str], list[str]]:
-    """Category and brand words like the real feeds': dotted paths, numeric ids (``c…``, ``b…``)."""
-    categories = [f"{d}.{k}" for d in _DEPARTMENTS for k in _KINDS]
-    categories += [f"c{v}" for v in rng.integers(10**6, 10**7, size=300)]
-    brands = list(_BRANDS) + [f"b{v}" for v in rng.integers(100, 100_000, size=300)]
-    brands += [f"{a}{b}" for a in ("nova", "terra", "lumi", "vex", "ora") for b in ("tek", "line", "home", "fit")]
-    return categories, brands
-
-
-def _event_pool(rng: np.random.Generator, size: int) -> np.ndarray:
-    """``size`` event phrases ``GAP [PLATFORM] TYPE CATEGORY BRAND PRICE`` (gap, brand, price sometimes left out)."""
-    categories, brands = _vocabulary(rng)
-    pool = []
-    for _ in range(size):
-        words = []
-        if rng.random() < 0.7:
-            words.append(str(rng.choice(_GAPS)))
-        words += [f"[{rng.choice(_PLATFORMS)}]", str(rng.choice(_EVENT_TYPES)), str(rng.choice(categories))]
-        if rng.random() < 0.8:
-            words.append(str(rng.choice(brands)))
-        if rng.random() < 0.9:
-            words.append(f"p{rng.integers(0, 10)}")
-        pool.append(" ".join(words))
-    return np.array(pool, dtype=object)
-
-
-def synthetic_texts(n: int, events: int, seed: int = 0) -> list[str]:
-    """``n`` behaviour texts of ``events`` events each, in the format of :mod:`propensity.stages.features.behavior`."""
+def synthetic_sequences(n: int, events: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` ``event_ids`` values with between ``events // 4`` and ``events`` events (random ids per field)."""
     rng = np.random.default_rng(seed)
-    pool = _event_pool(rng, 20_000)
-    picks = rng.integers(0, len(pool), size=(n, events))
-    targets = rng.choice(_PLATFORMS, size=n)
-    recency = rng.choice(_GAPS, size=n)
-    texts = []
-    for i in range(n):
-        text = " ".join(pool[picks[i]])
-        if text.startswith("+"):  # the first event has no gap before it
-            text = text.split(" ", 1)[1]
-        texts.append(f"{text} {recency[i]} <target:{targets[i]}>")
-    return texts
+    out = []
+    for length in rng.integers(max(1, events // 4), events + 1, size=n):
+        ids = np.stack([rng.integers(1, FIELD_SIZES[f], size=length + 1, dtype=np.int32) for f in EVENT_FIELDS], 1)
+        ids[0] = 0
+        ids[0, 0], ids[0, 1] = TARGET_TYPE, ids[1, 1]
+        out.append(ids.reshape(-1))
+    return out
 
 
 def synthetic_rows(n: int, events: int, seed: int = 0) -> pd.DataFrame:
@@ -176,7 +138,7 @@ def synthetic_rows(n: int, events: int, seed: int = 0) -> pd.DataFrame:
     data: dict[str, object] = {
         "user_id": [f"u{i:07d}" for i in range(n)],
         "platform": rng.choice(_PLATFORMS, size=n),
-        "behavior_text": synthetic_texts(n, events, seed),
+        SEQUENCE_COLUMN: synthetic_sequences(n, events, seed),
     }
     for column in INT_FEATURES:
         data[column] = rng.poisson(rng.uniform(0.2, 20.0), size=n).astype(np.int32)
@@ -184,7 +146,7 @@ def synthetic_rows(n: int, events: int, seed: int = 0) -> pd.DataFrame:
         values = rng.exponential(rng.uniform(1.0, 200.0), size=n)
         values[rng.random(n) < 0.2] = np.nan  # e.g. days since the last purchase of a non-buyer
         data[column] = values
-    return pd.DataFrame(data)[["user_id", "platform", "behavior_text", *FEATURE_COLUMNS]]
+    return pd.DataFrame(data)[["user_id", "platform", SEQUENCE_COLUMN, *FEATURE_COLUMNS]]
 
 
 def to_spark(spark: SparkSession, rows: pd.DataFrame, partitions: int) -> DataFrame:
@@ -206,29 +168,24 @@ def feature_stats(rows: pd.DataFrame) -> FeatureStats:
                         std=np.nan_to_num(np.nanstd(z, axis=0), nan=1.0).tolist())
 
 
-def build_model(role: str, settings: ModelSettings, vocab_size: int, pad_id: int, stats: FeatureStats,
-                out_dir: Path, seed: int) -> Path:
+def build_model(role: str, settings: ModelSettings, stats: FeatureStats, out_dir: Path, seed: int) -> Path:
     """A :class:`PropensityModel` with random weights at ``settings``' size, saved to ``out_dir``."""
     import torch
 
     torch.manual_seed(seed)
-    config = bert_config(settings, vocab_size, pad_token_id=pad_id)
-    model = PropensityModel(config, list(FEATURE_COLUMNS), settings.head_hidden_size).eval()
+    model = PropensityModel(EventEncoder(bert_config(settings)), list(FEATURE_COLUMNS),
+                            settings.head_hidden_size).eval()
     model.normalizer.set_stats(stats)
     return save_model(model, out_dir, extra={"max_length": settings.max_length, "stage": f"bench-{role}"})
 
 
 def build_models(cfg: Config, rows: pd.DataFrame, work: Path) -> dict[str, BenchModel]:
-    """Tokenizer, random teacher and student, registered as ``bench_teacher`` / ``bench_student``."""
+    """Random teacher and student, registered as ``bench_teacher`` / ``bench_student``."""
     import mlflow
 
     from propensity.core.tracking import setup_mlflow
     from propensity.models.pyfunc import input_example, log_pyfunc_model
-    from propensity.models.tokenizer import load_tokenizer, train_tokenizer
 
-    texts = rows["behavior_text"].head(2000).tolist()
-    tokenizer_dir = train_tokenizer(texts, cfg.teacher.vocab_size, work / "tokenizer")
-    tokenizer = load_tokenizer(tokenizer_dir)
     stats = feature_stats(rows)
     stats_path = work / "feature_stats.json"
     stats_path.write_text(stats.to_json())
@@ -236,11 +193,10 @@ def build_models(cfg: Config, rows: pd.DataFrame, work: Path) -> dict[str, Bench
     setup_mlflow(cfg)
     models: dict[str, BenchModel] = {}
     for seed, (role, settings) in enumerate((("teacher", cfg.teacher), ("student", cfg.student))):
-        model_dir = build_model(role, settings, len(tokenizer), int(tokenizer.pad_token_id), stats,
-                                work / role / "model", seed)
+        model_dir = build_model(role, settings, stats, work / role / "model", seed)
         with mlflow.start_run(run_name=f"bench-{role}"):
-            version = log_pyfunc_model(model_dir, tokenizer_dir, stats_path, example, MODEL_NAMES[role])
-        models[role] = BenchModel(role, model_dir, tokenizer_dir, settings.max_length, version.model_uri,
+            version = log_pyfunc_model(model_dir, stats_path, example, MODEL_NAMES[role])
+        models[role] = BenchModel(role, model_dir, settings.max_length, version.model_uri,
                                   resolve_model(cfg, version.model_uri))
     return models
 
@@ -270,7 +226,7 @@ def spark_udf_method(spark: SparkSession, cfg: Config, model: BenchModel) -> Cal
     import mlflow
 
     udf = mlflow.pyfunc.spark_udf(spark, model.uri, result_type=RESULT_TYPE, env_manager="local")
-    inputs = [F.col(c) if c == "behavior_text" else F.col(c).cast("double") for c in model.resolved.input_columns]
+    inputs = [F.col(c) if c == SEQUENCE_COLUMN else F.col(c).cast("double") for c in model.resolved.input_columns]
 
     def apply(df: DataFrame) -> DataFrame:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.scoring.arrow_batch_size))
@@ -285,7 +241,7 @@ class TorchLoop:
     network, next batch) called directly; one process, no Spark, no pandas per batch."""
 
     def __init__(self, model: BenchModel, threads: int) -> None:
-        self.pyfunc = PropensityPyfunc().load(model.model_dir, model.tokenizer_dir)
+        self.pyfunc = PropensityPyfunc().load(model.model_dir)
         self.threads = threads
 
     def __call__(self, rows: pd.DataFrame) -> np.ndarray:
@@ -294,7 +250,7 @@ class TorchLoop:
 
         torch.set_num_threads(self.threads)
         features = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan)
-        return self.pyfunc.probabilities(rows["behavior_text"].tolist(), features)
+        return self.pyfunc.probabilities(list(rows[SEQUENCE_COLUMN]), features)
 
 
 def measure(result: BenchResult, spark: SparkSession, cfg: Config, model: BenchModel, methods: Sequence[str],
@@ -335,36 +291,32 @@ def cross_check(result: BenchResult, spark: SparkSession, cfg: Config, model: Be
 
 
 def profile(result: BenchResult, model: BenchModel, rows: pd.DataFrame, batch_size: int) -> None:
-    """Microseconds per row of each step in one thread: tokenising (whole texts with ``encode``, and the
-    encoder the model uses), feature preparation and the network's forward pass."""
+    """Microseconds per row of each step in one thread: fitting the sequences to the model's positions,
+    feature preparation and the network's forward pass."""
     import torch
 
-    from propensity.models.tokenizer import encode
-
-    pyfunc = PropensityPyfunc().load(model.model_dir, model.tokenizer_dir)
-    net, encoder = pyfunc.model, pyfunc.encoder
-    if net is None or encoder is None:
+    pyfunc = PropensityPyfunc().load(model.model_dir)
+    net = pyfunc.model
+    if net is None:
         raise RuntimeError("the benchmark model did not load")
-    texts = rows["behavior_text"].tolist()
-    batches = range(0, len(texts), batch_size)
+    sequences = list(rows[SEQUENCE_COLUMN])
+    batches = range(0, len(sequences), batch_size)
     torch.set_num_threads(1)
 
     def per_row(action: Callable[[], object]) -> float:
         action()  # warm-up
-        return _timed(action) / len(texts) * 1e6
+        return _timed(action) / len(sequences) * 1e6
 
-    encoded = [encoder(texts[s:s + batch_size]) for s in batches]
+    fitted = [fit_positions(sequences[s:s + batch_size], net.max_positions) for s in batches]
     features = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan)
 
     def forward() -> None:
         with torch.inference_mode():
-            for (ids, mask), s in zip(encoded, batches, strict=True):
-                net(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(features[s:s + batch_size]))
+            for ids, s in zip(fitted, batches, strict=True):
+                net(torch.from_numpy(ids), torch.from_numpy(features[s:s + batch_size]))
 
-    result.profile[(model.role, "tokenize: encode() on whole texts")] = per_row(
-        lambda: [encode(pyfunc.tokenizer, texts[s:s + batch_size], model.max_length) for s in batches])
-    result.profile[(model.role, "tokenize: TailEncoder (used)")] = per_row(
-        lambda: [encoder(texts[s:s + batch_size]) for s in batches])
+    result.profile[(model.role, "sequences: fit_positions")] = per_row(
+        lambda: [fit_positions(sequences[s:s + batch_size], net.max_positions) for s in batches])
     result.profile[(model.role, "features: pandas -> float32")] = per_row(
         lambda: rows[list(FEATURE_COLUMNS)].astype("float64").to_numpy(dtype=np.float32, na_value=np.nan))
     result.profile[(model.role, "forward (1 thread)")] = per_row(forward)

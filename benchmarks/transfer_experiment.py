@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_snapshots(spark, cfg)
     ensure_snapshots(spark, cfg, plan)
     if args.pretrain or latest_pretrained(cfg) is None:
-        print(f"pretrained encoder: {run_pretrain(spark, cfg, plan)}")
+        print(f"pretrained encoder: {run_pretrain(spark, cfg)}")
     result = run_transfer_experiment(spark, cfg, fractions, plan)
     table = result.pivot_table(index=["arm", "fraction"], columns="task", values="auc").round(4)
     print(f"\ntest AUC on {args.target} ({cfg.training.transfer_mode} mode, {time.perf_counter() - start:.0f}s):")

@@ -37,7 +37,7 @@ print(plan.describe())
 
 from propensity.stages.training.pretrain import run_pretrain
 
-checkpoint = run_pretrain(spark, cfg, plan=plan)
+checkpoint = run_pretrain(spark, cfg)
 checkpoint
 
 # COMMAND ----------

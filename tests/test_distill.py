@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 from propensity.core.config import Config
 from propensity.core.datasets import SnapshotPlan
 from propensity.core.schema import FEATURE_COLUMNS, TASKS
+from propensity.core.sequence import SEQUENCE_COLUMN
 from propensity.core.tracking import client, setup_mlflow
 from propensity.models.network import distillation_loss
 from propensity.models.pyfunc import fuse
@@ -111,6 +112,13 @@ def test_check_gates_compares_with_the_best_baseline_per_task() -> None:
         check_gates(auc, {"student": "3"}, [], 0.0)
 
 
+def model_input(rows: pd.DataFrame) -> pd.DataFrame:
+    """``training_examples`` rows as the models' input: int32 ``event_ids`` and float64 features."""
+    example = rows[[SEQUENCE_COLUMN, *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
+    example[SEQUENCE_COLUMN] = [np.asarray(v, dtype=np.int32) for v in example[SEQUENCE_COLUMN]]
+    return example
+
+
 class _Constant(mlflow.pyfunc.PythonModel):
     def predict(self, context: object, model_input: pd.DataFrame, params: object = None) -> pd.DataFrame:
         return pd.DataFrame({t: [0.5] * len(model_input) for t in TASKS})
@@ -177,7 +185,8 @@ def distilled(make_config: Callable[..., Config], spark: SparkSession, tmp_path_
                 "max_train_rows": 0, "max_pretrain_rows": 0, "max_eval_rows": 0, "workers_count": 1,
                 "learning_rate": 3e-3, "head_learning_rate": 1e-2}
     overrides = [f"storage.root={root}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-                 "evaluation.gbt_max_iter=5", "distill.alpha=0.3", "distill.temperature=2.0",
+                 "evaluation.gbt_grid=[[5, 2]]", "evaluation.lr_reg_params=[0.01]",
+                 "evaluation.bootstrap_rounds=20", "distill.alpha=0.3", "distill.temperature=2.0",
                  *[f"teacher.{k}={v}" for k, v in tiny.items()], *[f"student.{k}={v}" for k, v in small.items()],
                  *[f"training.{k}={v}" for k, v in training.items()]]
     cfg = make_config(overrides=overrides)
@@ -206,7 +215,7 @@ def test_student_is_distilled_from_the_pinned_teacher(distilled: Distilled, spar
 
     setup_mlflow(cfg)
     rows = spark.table(cfg.table("training_examples")).limit(30).toPandas()
-    example = rows[["behavior_text", *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
+    example = model_input(rows)
     probs = mlflow.pyfunc.load_model(student.model_uri).predict(example)
     assert list(probs.columns) == list(TASKS)
     assert ((probs.to_numpy() > 0) & (probs.to_numpy() < 1)).all()
@@ -236,7 +245,7 @@ def test_evaluate_covers_every_model_and_registers_the_fusion(distilled: Distill
     # The registered fusion predicts w * teacher + (1 - w) * student with the chosen weights.
     setup_mlflow(cfg)
     rows = spark.table(cfg.table("training_examples")).limit(25).toPandas()
-    example = rows[["behavior_text", *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
+    example = model_input(rows)
     members = {n: mlflow.pyfunc.load_model(f"models:/{n}/1").predict(example)
                for n in ("propensity_teacher", "propensity_student")}
     fused = mlflow.pyfunc.load_model("models:/propensity_fusion/1").predict(example)

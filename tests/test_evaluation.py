@@ -30,6 +30,7 @@ from propensity.models.registry import resolve_version
 from propensity.stages.evaluation.evaluate import run_evaluate, score_model
 from propensity.stages.evaluation.plots import calibration_points, roc_points
 from propensity.stages.evaluation.results import log_summary, metric_rows, model_metric_rows, write_evaluations
+from propensity.stages.evaluation.segments import COLD_START, cold_start
 
 
 def test_metrics_equal_sklearn_with_ties() -> None:
@@ -63,6 +64,7 @@ def _hand_made() -> pd.DataFrame:
                 y = rng.integers(0, 2, 3).astype(float)
                 purchase_score = float(np.clip(0.3 * y[0] + rng.random() * 0.7, 0, 1))
                 rows.append({"split": split, "snapshot_date": day, "platform": platform,
+                             "cold_start": bool(rng.random() < 0.3),
                              "label_purchase": y[0], "label_click": y[1] if platform == "shop" else None,
                              "label_churn": y[2], "purchase_score": purchase_score,
                              "click_score": float(rng.random()), "churn_score": float(rng.random())})
@@ -72,16 +74,21 @@ def _hand_made() -> pd.DataFrame:
 def test_metric_rows_per_task_platform_and_all_equal_sklearn() -> None:
     scored = _hand_made()
     rows = pd.DataFrame(metric_rows(scored))
-    # 2 splits x (purchase, churn: shop, app, all + click: shop, all)
-    assert len(rows) == 2 * (3 + 3 + 2)
+    # 2 splits x 2 segments x (purchase, churn: shop, app, all + click: shop, all)
+    assert len(rows) == 2 * 2 * (3 + 3 + 2)
     assert not ((rows["task"] == "click") & (rows["platform"] == "app")).any()
     for r in rows.itertuples():
         part = scored[scored["split"] == r.split]
+        if r.segment == "cold_start":
+            part = part[part["cold_start"]]
         if r.platform != "all":
             part = part[part["platform"] == r.platform]
         part = part[part[f"label_{r.task}"].notna()]
         y, p = part[f"label_{r.task}"].to_numpy(), part[f"{r.task}_score"].to_numpy()
         assert r.n == len(y) and r.positives == int(y.sum())
+        assert r.predicted_over_observed == pytest.approx(p.sum() / y.sum())
+        bins = np.clip((p * 10).astype(int), 0, 9)
+        assert r.ece == pytest.approx(sum(abs(p[bins == b].sum() - y[bins == b].sum()) for b in range(10)) / len(y))
         assert r.auc == pytest.approx(roc_auc_score(y, p), abs=1e-12)
         assert r.pr_auc == pytest.approx(average_precision_score(y, p), abs=1e-12)
         assert r.logloss == pytest.approx(log_loss(y, p, labels=[0, 1]), rel=1e-9)
@@ -123,6 +130,7 @@ def _examples(spark: SparkSession, cfg: Config) -> SnapshotPlan:
             for platform in ("shop", "app"):
                 row: dict[str, Any] = {**{c: 0 for c in INT_FEATURES}, **{c: 0.0 for c in DOUBLE_FEATURES}}
                 row.update(snapshot_date=day, user_id=f"u{u}", platform=platform, behavior_text=f"[{platform}] view",
+                           event_ids=[9, 1, 0, 0, 0, 0, 3, 0, 1, 1, 0, 0, 0, 0, 0, 4],
                            n_purchase_30d=int(rng.integers(0, 3)), days_since_last_event=float(rng.uniform(0, 30)),
                            label_purchase=int(rng.integers(0, 2)), label_churn=int(rng.integers(0, 2)),
                            label_click=int(rng.integers(0, 2)) if platform == "shop" else None)
@@ -153,7 +161,7 @@ def test_scored_model_metrics_plots_and_table(spark: SparkSession, make_config: 
     version = resolve_version(cfg, "models:/baseline_rule/latest")
     assert version is not None and version.model_uri == uri
     with mlflow.start_run(run_name="evaluate") as run:
-        scored = score_model(spark, cfg, version, split_rows(spark, cfg, plan))
+        scored = score_model(spark, cfg, version, split_rows(spark, cfg, plan).withColumn(COLD_START, cold_start()))
         rows = model_metric_rows("baseline_rule", version.version, version.model_uri, scored)
         log_summary(rows)
         result = write_evaluations(spark, cfg, rows, run.info.run_id).toPandas()
@@ -194,3 +202,20 @@ def test_run_evaluate_needs_a_teacher(spark: SparkSession, make_config: Callable
     with pytest.raises(ModelNotFoundError,
                        match=r"no propensity_teacher model is registered; run `propensity finetune`"):
         run_evaluate(spark, cfg, plan=plan)
+
+
+def test_paired_bootstrap_interval_of_an_auc_difference() -> None:
+    from propensity.models.metrics import paired_auc_difference
+
+    rng = np.random.default_rng(11)
+    y = (rng.random(2000) < 0.3).astype(float)
+    signal = y + rng.normal(scale=1.0, size=y.size)
+    better = y + rng.normal(scale=0.5, size=y.size)
+    assert paired_auc_difference(y, signal, signal, rounds=50) == (0.0, 0.0)
+    low, high = paired_auc_difference(y, better, signal, rounds=200, seed=3)
+    point = roc_auc_score(y, better) - roc_auc_score(y, signal)
+    assert 0 < low < point < high
+    assert paired_auc_difference(y, better, signal, rounds=200, seed=3) == (low, high)  # reproducible
+    flipped_low, flipped_high = paired_auc_difference(y, signal, better, rounds=200, seed=3)
+    assert (flipped_low, flipped_high) == pytest.approx((-high, -low))
+    assert all(np.isnan(v) for v in paired_auc_difference(np.zeros(10), np.ones(10), np.ones(10)))

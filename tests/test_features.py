@@ -30,6 +30,7 @@ from propensity.core.schema import (
     INT_FEATURES,
     LABEL_COLUMNS,
 )
+from propensity.core.sequence import AGE_BOUNDS, FIELD_SIZES, FIELDS, GAP_BUCKETS, SEQUENCE_COLUMN, TARGET_TYPE
 from propensity.core.tables import TABLES
 from propensity.stages.features import build_training_examples, ensure_snapshots, write_snapshot
 
@@ -40,7 +41,7 @@ HOUR = timedelta(hours=1)
 SECOND = timedelta(seconds=1)
 EVENTS_SCHEMA = TABLES["events"].ddl_columns()
 KEY = ("user_id", "platform")
-POINT_IN_TIME = ("user_id", "platform", "behavior_text", *FEATURE_COLUMNS)
+POINT_IN_TIME = ("user_id", "platform", "behavior_text", SEQUENCE_COLUMN, *FEATURE_COLUMNS)
 
 # (user, platform, time, type, item, category, brand, price)
 Event = tuple[str, str, datetime, str, str | None, str | None, str | None, float | None]
@@ -322,6 +323,61 @@ def test_matches_an_independent_pandas_computation(world: dict[str, Any], which:
     assert any(r["label_click"] is None for r in expected.values())
 
 
+def reference_positions(mine: pd.DataFrame, max_events: int) -> list[dict[str, Any]]:
+    """The documented event_ids fields of each kept event (hashed fields as their values), in plain Python."""
+    rows = mine.sort_values(["time", "platform", "rank", "id"]).tail(max_events).to_dict("records")
+    out, previous = [], None
+    for r in rows:
+        time: datetime = r["time"]
+        price = r["price"]
+        known_price = isinstance(price, float) and not math.isnan(price)
+        price_id = 1 + sum(price >= b for b in (5, 10, 25, 50, 100, 250, 500, 1000, 2500)) if known_price else 0
+        out.append({"type": EVENT_TYPES.index(r["event_type"]) + 1, "price": price_id,
+                    "gap": 0 if previous is None else bucket((time - previous).total_seconds(),
+                                                              [b for b, _ in GAP_BUCKETS]),
+                    "age": bucket((T0 - time).total_seconds(), list(AGE_BOUNDS)),
+                    "platform": r["platform"], "category": r["category"], "brand": r["brand"],
+                    "item": f"{r['platform']}:{r['item_id']}" if isinstance(r["item_id"], str) else None})
+        previous = time
+    return out
+
+
+def bucket(value: float, bounds: list[float]) -> int:
+    return 1 + sum(value >= b for b in bounds)
+
+
+def test_event_ids_follow_the_documented_layout(world: dict[str, Any]) -> None:
+    """Type, price, gap and age ids equal an independent computation; hashed fields map each value to one id
+    in range (and NULL to 0), the same id wherever the value appears, and different values mostly apart."""
+    cfg: Config = world["cfg"]
+    built = world["full"]
+    ev = pd.DataFrame(WORLD, columns=["user_id", "platform", "time", "event_type", "item_id", "category", "brand",
+                                      "price"])
+    ev["id"] = events_ids(WORLD)
+    ev["rank"] = ev["event_type"].map({t: i for i, t in enumerate(EVENT_TYPES)})
+    lookback = ev[(ev["time"] >= T0 - cfg.features.lookback_days * DAY) & (ev["time"] < T0)]
+    seen: dict[str, dict[Any, int]] = {f: {} for f in ("platform", "category", "brand", "item")}
+    for (user, platform), row in built.items():
+        ids = np.asarray(row[SEQUENCE_COLUMN]).reshape(-1, FIELDS)
+        mine = lookback[lookback["user_id"] == user]
+        want = reference_positions(mine, cfg.features.max_sequence_events)
+        assert len(ids) == len(want) + 1
+        recency = bucket((T0 - mine["time"].max()).total_seconds(), [b for b, _ in GAP_BUCKETS])
+        assert list(ids[0, [0, 2, 3, 4, 5, 6, 7]]) == [TARGET_TYPE, 0, 0, 0, 0, recency, 0]
+        seen["platform"].setdefault(platform, int(ids[0, 1]))
+        for got, expected in zip(ids[1:], want, strict=True):
+            assert [got[0], got[4], got[6], got[7]] == [expected[k] for k in ("type", "price", "gap", "age")]
+            for column, field in ((1, "platform"), (2, "category"), (3, "brand"), (5, "item")):
+                value = expected[field]
+                if value is None:
+                    assert got[column] == 0
+                    continue
+                assert 1 <= got[column] < FIELD_SIZES[field]
+                assert seen[field].setdefault(value, int(got[column])) == got[column], (field, value)
+    for field, ids_of in seen.items():
+        assert len(ids_of) > 2 and len(set(ids_of.values())) >= 0.9 * len(ids_of), field
+
+
 def test_features_are_point_in_time(world: dict[str, Any]) -> None:
     full = project(world["full"], POINT_IN_TIME)
     assert project(world["no_future"], POINT_IN_TIME) == full
@@ -358,7 +414,7 @@ def test_write_snapshot_replaces_only_its_partition(spark: SparkSession, make_co
 
     assert write_snapshot(spark, cfg, T) == len(HAND_LABELS)
     assert write_snapshot(spark, cfg, b, with_labels=False) == 3  # u_edge, u_old and u_text before T - 7d
-    assert spark.table(table).columns == ["snapshot_date", "user_id", "platform", "behavior_text",
+    assert spark.table(table).columns == ["snapshot_date", "user_id", "platform", "behavior_text", SEQUENCE_COLUMN,
                                           *FEATURE_COLUMNS, *LABEL_COLUMNS]
     types = dict(spark.table(table).dtypes)
     assert all(types[c] == ("int" if c in INT_FEATURES else "double") for c in FEATURE_COLUMNS)

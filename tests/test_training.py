@@ -25,21 +25,20 @@ from pyspark.sql import SparkSession
 from propensity.core.config import Config, TeacherSettings, TrainSettings
 from propensity.core.datasets import SnapshotPlan
 from propensity.core.errors import ConfigError
-from propensity.core.schema import DOUBLE_FEATURES, FEATURE_COLUMNS, INT_FEATURES, TASKS
+from propensity.core.schema import DOUBLE_FEATURES, EVENT_TYPES, FEATURE_COLUMNS, INT_FEATURES, TASKS
+from propensity.core.sequence import FIELD_SIZES, FIELDS, SEQUENCE_COLUMN, TARGET_TYPE
 from propensity.core.tables import ensure_table
 from propensity.core.tracking import client, setup_mlflow
+from propensity.models.encoder import EventEncoder, bert_config, mask_events, save_encoder
 from propensity.models.network import (
     FeatureStats,
     PropensityModel,
-    bert_config,
     load_model,
-    mask_tokens,
     masked_bce,
     parameter_fingerprint,
     read_model_meta,
 )
 from propensity.models.registry import RegisteredModelVersion
-from propensity.models.tokenizer import encode, load_tokenizer, train_tokenizer
 from propensity.stages.training.loaders import DataSource
 from propensity.stages.training.train_fn import FinetuneJob, _propensity_model, finetune_fn, job_from_json, job_to_json
 from propensity.stages.training.wide import LOGISTIC_C_GRID
@@ -47,13 +46,28 @@ from propensity.stages.training.wide import LOGISTIC_C_GRID
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 PLATFORMS = ("shop", "app")
-TINY = TeacherSettings(vocab_size=120, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                       max_length=16, dropout=0.1, head_hidden_size=8)
+TINY = TeacherSettings(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=16, dropout=0.1,
+                       head_hidden_size=8)
 
 
-def tiny_bert(vocab_size: int, dropout: float = 0.1) -> object:
-    """The BertConfig of a TINY encoder over ``vocab_size`` tokens."""
-    return bert_config(dataclasses.replace(TINY, dropout=dropout), vocab_size)
+def tiny_encoder(dropout: float = 0.1) -> EventEncoder:
+    """A new TINY event encoder (16 positions)."""
+    return EventEncoder(bert_config(dataclasses.replace(TINY, dropout=dropout)))
+
+
+def sequence(rng: np.random.Generator, platform: str, types: list[str], positions: int | None = None) -> np.ndarray:
+    """``event_ids`` of a target on ``platform`` and events of ``types`` (random other fields), padded to
+    ``positions`` when given."""
+    plat = 1 + sum(map(ord, platform)) % (FIELD_SIZES["platform"] - 1)
+    rows = [[TARGET_TYPE, plat, 0, 0, 0, 0, int(rng.integers(1, FIELD_SIZES["gap"])), 0]]
+    for t in types:
+        rows.append([EVENT_TYPES.index(t) + 1, plat, int(rng.integers(1, 6)), int(rng.integers(1, 6)),
+                     int(rng.integers(1, FIELD_SIZES["price"])), int(rng.integers(1, 40)),
+                     int(rng.integers(1, FIELD_SIZES["gap"])), int(rng.integers(1, FIELD_SIZES["age"]))])
+    ids = np.asarray(rows, dtype=np.int32).reshape(-1)
+    if positions is not None:
+        ids = np.concatenate([ids, np.zeros(positions * FIELDS - len(ids), dtype=np.int32)])
+    return ids
 
 
 def tiny_training(**overrides: object) -> TrainSettings:
@@ -68,22 +82,20 @@ def tiny_training(**overrides: object) -> TrainSettings:
 # ----------------------------------------------------------------------------------------------- fixture data
 
 
-def _event(rng: np.random.Generator, platform: str, kind: str) -> str:
-    category = rng.choice(["electronics.phone", "home.sofa", "toys.lego"])
-    return f"[{platform}] {kind} {category} p{rng.integers(0, 10)} {rng.choice(['+1h', '+1d', '+2d'])}"
-
-
 def _example(rng: np.random.Generator, snapshot: date, user: int, platform: str) -> dict[str, object]:
-    """One training_examples row; buyers have 'cart'/'purchase' words and purchase counts, so labels are learnable."""
+    """One training_examples row; buyers have cart and purchase events and purchase counts, so labels are
+    learnable."""
     buyer = rng.random() < 0.4
     kinds = ["view"] * int(rng.integers(1, 4)) + (["cart", "purchase"] if buyer else [])
-    text = " ".join(_event(rng, platform, k) for k in rng.permutation(kinds)) + f" <target:{platform}>"
+    kinds = [str(k) for k in rng.permutation(kinds)]
+    text = " ".join(f"[{platform}] {k}" for k in kinds) + f" +1d <target:{platform}>"
     row: dict[str, object] = {**{c: 0 for c in INT_FEATURES}, **{c: 0.0 for c in DOUBLE_FEATURES}}
     row["n_view_30d"] = len(kinds)
     row["n_purchase_30d"] = int(buyer) * int(rng.integers(1, 3))
     row["days_since_last_event"] = float(rng.uniform(0, 10 if buyer else 30))
     has_ads = platform == "shop"
     row.update(snapshot_date=snapshot, user_id=f"u{user}", platform=platform, behavior_text=text,
+               event_ids=sequence(rng, platform, kinds).tolist(),
                label_purchase=int(rng.random() < (0.8 if buyer else 0.1)),
                label_click=int(rng.random() < 0.3) if has_ads else None,
                label_churn=int(rng.random() < (0.1 if buyer else 0.6)))
@@ -131,7 +143,7 @@ def trained(make_config: Callable[..., Config], spark: SparkSession, tmp_path_fa
     plan = make_examples(spark, cfg)
     # fine-tune on shop, adapt to app
     cfg = with_sizes(cfg, tiny_training(target_platform="app", target_label_fraction=0.5))
-    checkpoint = run_pretrain(spark, cfg, plan=plan)
+    checkpoint = run_pretrain(spark, cfg)
     version = run_finetune(spark, cfg, plan=plan)
     return Trained(cfg, plan, checkpoint, version)
 
@@ -167,16 +179,18 @@ def test_masked_bce_leaves_null_labels_out() -> None:
     assert masked_bce(logits, labels, torch.zeros_like(known)).item() == 0.0
 
 
-def test_mask_tokens_never_masks_special_or_padding() -> None:
-    ids = torch.tensor([[2, 10, 11, 12, 13, 3, 0, 0]] * 64)
-    attention = (ids != 0).int()
-    masked, labels = mask_tokens(ids, attention, [0, 1, 2, 3, 4], 4, 50, 0.5, torch.Generator().manual_seed(1))
-    picked = labels != -100
+def test_mask_events_never_masks_the_target_or_padding() -> None:
+    rng = np.random.default_rng(0)
+    ids = torch.tensor(np.stack([sequence(rng, "shop", ["view", "cart", "view", "purchase"], 8)
+                                 for _ in range(64)])).long().view(64, 8, FIELDS)
+    picked = mask_events(ids, 0.5, torch.Generator().manual_seed(1)).masked
     assert picked[:, [0, 5, 6, 7]].sum() == 0
-    assert torch.equal(labels[picked], ids[picked])
     assert 0.3 < picked[:, 1:5].float().mean() < 0.7
-    assert (masked[picked] == 4).float().mean() > 0.6
-    assert torch.equal(masked[~picked], ids[~picked])
+    empty = torch.zeros((2, 8, FIELDS), dtype=torch.long)
+    empty[:, 0, 0] = TARGET_TYPE
+    assert mask_events(empty, 0.5).masked.sum() == 0
+    one = mask_events(ids[:1], 0.0).masked
+    assert one.sum() == 1  # at least one event per batch
 
 
 def _write_parquet(path: Path, columns: dict[str, np.ndarray], files: int = 2) -> str:
@@ -189,30 +203,26 @@ def _write_parquet(path: Path, columns: dict[str, np.ndarray], files: int = 2) -
 
 
 def _finetune_parquet(tmp_path: Path, n: int = 96, seed: int = 0, name: str = "rows",
-                      informative: bool = False) -> tuple[str, int, list[int]]:
+                      informative: bool = False) -> str:
     """Rows for the train function; ``informative``: labels follow the first feature (plus noise)."""
     rng = np.random.default_rng(seed)
-    texts = [" ".join(_event(rng, "shop", k) for k in ("view", "cart")) for _ in range(n)]
-    tokenizer = load_tokenizer(train_tokenizer(texts, 80, tmp_path / f"tok_{name}"))
-    ids, mask = encode(tokenizer, texts, 16)
+    ids = np.stack([sequence(rng, "shop", ["view", "cart"], 16) for _ in range(n)])
     features = rng.normal(size=(n, 2)).astype(np.float32)
     labels = rng.integers(0, 2, size=(n, 3)).astype(np.float32)
     if informative:
         labels = (features[:, :1] + rng.normal(size=(n, 3)) > 0).astype(np.float32)
     known = np.ones_like(labels)
     known[::2, 1] = 0.0
-    url = _write_parquet(tmp_path / name, {"input_ids": ids, "attention_mask": mask, "features": features,
-                                            "labels": labels, "label_mask": known})
-    return url, len(tokenizer), sorted(tokenizer.all_special_ids)
+    return _write_parquet(tmp_path / name, {SEQUENCE_COLUMN: ids, "features": features, "labels": labels,
+                                            "label_mask": known})
 
 
 @pytest.mark.parametrize("mode", ["head", "full"])
 def test_head_mode_freezes_the_encoder(tmp_path: Path, mode: str) -> None:
     """In-process run of the train function (no Spark): 'head' leaves every encoder weight bit-identical."""
-    url, vocab, _ = _finetune_parquet(tmp_path)
-    config = tiny_bert(vocab)
+    url = _finetune_parquet(tmp_path)
     torch.manual_seed(0)
-    PropensityModel(config, ["a", "b"], 8).encoder.save_pretrained(str(tmp_path / "encoder"))
+    save_encoder(tiny_encoder(), tmp_path / "encoder")
     job = FinetuneJob(feature_columns=["a", "b"],
                       feature_stats={"columns": ["a", "b"], "mean": [0.0, 0.0], "std": [1.0, 1.0]},
                       head_hidden_size=8, train=tiny_training(transfer_mode=mode, num_processes=1), epochs=2,
@@ -244,11 +254,10 @@ def test_heads_keep_their_regression_and_weigh_the_deep_part_on_validation(tmp_p
     from propensity.stages.training.loaders import DataSource as Source
     from propensity.stages.training.train_fn import DEEP_SCALES, predict_parts
 
-    url, vocab, _ = _finetune_parquet(tmp_path, n=128, informative=True)
-    val_url, _, _ = _finetune_parquet(tmp_path, n=96, seed=1, name="val", informative=True)
-    config = tiny_bert(vocab)
+    url = _finetune_parquet(tmp_path, n=128, informative=True)
+    val_url = _finetune_parquet(tmp_path, n=96, seed=1, name="val", informative=True)
     wide = {t: {"weight": [0.8 + i, -0.1], "bias": 0.05 * i} for i, t in enumerate(TASKS)}
-    job = FinetuneJob(bert_config=config.to_dict(), feature_columns=["a", "b"],
+    job = FinetuneJob(bert_config=tiny_encoder().config.to_dict(), feature_columns=["a", "b"],
                       feature_stats={"columns": ["a", "b"], "mean": [0.0, 0.0], "std": [1.0, 1.0]},
                       head_hidden_size=8, train=tiny_training(num_processes=1), epochs=2,
                       data=Source(rows=128, parquet_url=url), validation=Source(rows=96, parquet_url=val_url),
@@ -321,28 +330,38 @@ def test_choose_deep_scales_per_task() -> None:
     assert scales[2] == pytest.approx(0.25, abs=0.06)
 
 
-def test_deep_scale_weighs_the_deep_part_and_old_models_load_with_scale_one(tmp_path: Path) -> None:
-    from propensity.models.network import MODEL_FILE, save_model
+def _ids(n: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.tensor(np.stack([sequence(rng, "shop", ["view"] * int(rng.integers(1, 10)), 16) for _ in range(n)]))
+
+
+def test_deep_scale_weighs_the_deep_part_and_survives_save_and_load(tmp_path: Path) -> None:
+    from propensity.models.network import save_model
 
     torch.manual_seed(0)
-    model = PropensityModel(tiny_bert(50, 0.0), ["a", "b"], 8).eval()
-    ids, feats = torch.randint(5, 50, (4, 16)), torch.randn(4, 2)
-    wide, deep = model.forward_parts(ids, torch.ones_like(ids), feats)
+    model = PropensityModel(tiny_encoder(0.0), ["a", "b"], 8).eval()
+    ids, feats = _ids(4), torch.randn(4, 2)
+    wide, deep = model.forward_parts(ids, feats)
     model.set_deep_scales({"purchase": 0.0, "churn": 0.3})
-    logits = model(ids, torch.ones_like(ids), feats)
+    logits = model(ids, feats)
     torch.testing.assert_close(logits, wide + torch.tensor([0.0, 1.0, 0.3]) * deep)
 
     save_model(model, tmp_path / "new")
-    assert load_model(tmp_path / "new").deep_scales() == pytest.approx({"purchase": 0.0, "click": 1.0, "churn": 0.3})
-    state = torch.load(tmp_path / "new" / MODEL_FILE, weights_only=True)
-    torch.save({k: v for k, v in state.items() if not k.endswith("deep_scale")}, tmp_path / "new" / MODEL_FILE)
-    old = load_model(tmp_path / "new")
-    assert old.deep_scales() == {t: 1.0 for t in TASKS}
-    torch.testing.assert_close(old(ids, torch.ones_like(ids), feats), wide + deep)
+    loaded = load_model(tmp_path / "new")
+    assert loaded.deep_scales() == pytest.approx({"purchase": 0.0, "click": 1.0, "churn": 0.3})
+    torch.testing.assert_close(loaded(ids, feats), logits)
+
+
+def test_the_sequence_only_model_needs_no_features() -> None:
+    torch.manual_seed(0)
+    model = PropensityModel(tiny_encoder(0.0), [], 8).eval()
+    with torch.no_grad():
+        logits = model(_ids(3, seed=1), torch.zeros((3, 0)))
+    assert logits.shape == (3, len(TASKS)) and all(model._head(t).wide is None for t in TASKS)
 
 
 def test_feature_normalizer_uses_saved_statistics() -> None:
-    model = PropensityModel(tiny_bert(50, 0.0), ["a", "b"], 8)
+    model = PropensityModel(tiny_encoder(0.0), ["a", "b"], 8)
     model.normalizer.set_stats(FeatureStats(["a", "b"], [math.log1p(3.0), 0.0], [2.0, 0.0]))
     z = model.normalizer(torch.tensor([[3.0, 5.0], [float("nan"), 0.0]]))
     assert z[0, 0].item() == pytest.approx(0.0, abs=1e-6)
@@ -354,19 +373,19 @@ def test_feature_normalizer_uses_saved_statistics() -> None:
 
 
 @pytest.mark.slow
-def test_pretrain_writes_encoder_tokenizer_and_mlflow_run(trained: Trained) -> None:
+def test_pretrain_writes_the_encoder_and_its_curve(trained: Trained) -> None:
     from propensity.stages.training.start import latest_pretrained
 
     cfg, checkpoint = trained.cfg, trained.checkpoint
-    assert (checkpoint / "encoder" / "config.json").is_file()
-    assert (checkpoint / "tokenizer" / "tokenizer.json").is_file()
+    assert (checkpoint / "encoder" / "encoder.json").is_file() and (checkpoint / "encoder" / "encoder.pt").is_file()
     assert latest_pretrained(cfg) == checkpoint
     registry = client(cfg)
     run = registry.get_run(checkpoint.name)
     assert run.data.params["teacher.num_layers"] == "1"
     assert "pretrain_train_loss" in run.data.metrics and "pretrain_val_loss" in run.data.metrics
-    artifacts = {a.path for a in registry.list_artifacts(run.info.run_id)}
-    assert {"tokenizer", "config"} <= artifacts
+    curve = registry.get_metric_history(run.info.run_id, "pretrain_val_loss")
+    assert len(curve) == int(run.data.metrics["pretrain_epochs_run"]) >= 1
+    assert {a.path for a in registry.list_artifacts(run.info.run_id)} >= {"config"}
 
 
 @pytest.mark.slow
@@ -374,7 +393,7 @@ def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained:
                                                                         spark: SparkSession) -> None:
     from propensity.models.pyfunc import PropensityPyfunc
 
-    cfg, version, checkpoint = trained.cfg, trained.version, trained.checkpoint
+    cfg, version = trained.cfg, trained.version
     assert version.name == "propensity_teacher"
     run = client(cfg).get_run(version.run_id)
     history = client(cfg).get_metric_history(version.run_id, "finetune_val_auc_purchase")
@@ -383,10 +402,11 @@ def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained:
 
     rows = spark.table(cfg.table("training_examples")).limit(40).toPandas()
     model_dir = cfg.root / "checkpoints" / "teacher" / "finetune" / version.run_id / "adapt" / "model"
-    before = PropensityPyfunc().load(model_dir, checkpoint / "tokenizer").predict(None, rows)
+    before = PropensityPyfunc().load(model_dir).predict(None, rows)
     setup_mlflow(cfg)
     loaded = mlflow.pyfunc.load_model(version.model_uri)
-    example = rows[["behavior_text", *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
+    example = rows[[SEQUENCE_COLUMN, *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
+    example[SEQUENCE_COLUMN] = [np.asarray(v, dtype=np.int32) for v in example[SEQUENCE_COLUMN]]
     after = loaded.predict(example)
     assert list(after.columns) == list(TASKS)
     pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
@@ -430,13 +450,15 @@ def test_spark_scoring_equals_the_pyfunc_and_metric_rows_cover_every_group(train
     from propensity.core.datasets import split_rows
     from propensity.stages.evaluation.evaluate import score_model
     from propensity.stages.evaluation.results import model_metric_rows
+    from propensity.stages.evaluation.segments import COLD_START, cold_start
 
     cfg, version = trained.cfg, trained.version
-    rows = split_rows(spark, cfg, trained.plan)
+    rows = split_rows(spark, cfg, trained.plan).withColumn(COLD_START, cold_start())
     scored = score_model(spark, cfg, version, rows).sort_values(["split", "platform", "user_id"])
     frame = rows.toPandas().sort_values(["split", "platform", "user_id"])
     setup_mlflow(cfg)
-    example = frame[["behavior_text", *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
+    example = frame[[SEQUENCE_COLUMN, *FEATURE_COLUMNS]].astype({c: "float64" for c in FEATURE_COLUMNS})
+    example[SEQUENCE_COLUMN] = [np.asarray(v, dtype=np.int32) for v in example[SEQUENCE_COLUMN]]
     expected = mlflow.pyfunc.load_model(version.model_uri).predict(example)
     for task in TASKS:
         np.testing.assert_allclose(scored[f"{task}_score"].to_numpy(), expected[task].to_numpy(), rtol=0, atol=1e-7)
@@ -448,23 +470,20 @@ def test_spark_scoring_equals_the_pyfunc_and_metric_rows_cover_every_group(train
     assert result["auc"].between(0, 1).all()
 
 
-def test_init_checkpoint_is_checked(tmp_path: Path) -> None:
-    from transformers import BertForMaskedLM
+def test_init_checkpoint_is_checked_and_starts_the_encoder(tmp_path: Path) -> None:
+    from transformers import BertModel
 
+    from propensity.models.encoder import new_encoder_from
     from propensity.stages.training.start import resolve_checkpoint
 
-    texts = ["[shop] view toys p1 +1d <target:shop>"] * 5
-    train_tokenizer(texts, 60, tmp_path / "hf")
-    BertForMaskedLM(tiny_bert(60, 0.0)).save_pretrained(str(tmp_path / "hf"))
-    found = resolve_checkpoint(str(tmp_path / "hf"), 16)
-    assert found.encoder_dir == found.tokenizer_dir == tmp_path / "hf"
-    (tmp_path / "ours").mkdir()
-    (tmp_path / "hf").rename(tmp_path / "ours" / "encoder")
-    train_tokenizer(texts, 60, tmp_path / "ours" / "tokenizer")
-    found = resolve_checkpoint(str(tmp_path / "ours"), 16)
-    assert (found.encoder_dir, found.tokenizer_dir) == (tmp_path / "ours" / "encoder", tmp_path / "ours" / "tokenizer")
+    hf = BertModel(tiny_encoder(0.0).config, add_pooling_layer=False)
+    hf.save_pretrained(str(tmp_path / "hf"))
+    assert resolve_checkpoint(str(tmp_path / "hf"), 16) == tmp_path / "hf"
+    started = new_encoder_from(tiny_encoder().config, tmp_path / "hf")
+    for name, weight in hf.state_dict().items():
+        torch.testing.assert_close(started.body.state_dict()[name], weight)
     with pytest.raises(ConfigError, match=r"teacher\.max_length=32 exceeds the 16 positions"):
-        resolve_checkpoint(str(tmp_path / "ours"), 32)
+        resolve_checkpoint(str(tmp_path / "hf"), 32)
     with pytest.raises(ConfigError, match=r"training\.init_checkpoint=.* is not a Hugging Face model folder"):
         resolve_checkpoint(str(tmp_path), 16)
 
@@ -482,10 +501,9 @@ def test_fit_logistic_matches_sklearn_and_heads_start_from_it() -> None:
     np.testing.assert_allclose(weight, reference.coef_[0], atol=1e-4)
     assert bias == pytest.approx(reference.intercept_[0], abs=1e-4)
 
-    model = PropensityModel(tiny_bert(50, 0.0), ["a", "b", "c"], 8).eval()
+    model = PropensityModel(tiny_encoder(0.0), ["a", "b", "c"], 8).eval()
     model.start_from_logistic({t: {"weight": weight, "bias": bias} for t in TASKS})
-    ids = torch.randint(5, 50, (6, 16))
-    logits = model(ids, torch.ones_like(ids), torch.tensor(x[:6], dtype=torch.float32))
+    logits = model(_ids(6), torch.tensor(x[:6], dtype=torch.float32))
     z = model.normalizer(torch.tensor(x[:6], dtype=torch.float32)).double()
     expected = z @ torch.tensor(weight, dtype=torch.float64) + bias
     for i in range(len(TASKS)):

@@ -15,11 +15,12 @@ from pyspark.sql import SparkSession
 from propensity.core.config import Config, load_config, repo_conf_dir
 from propensity.core.datasets import SnapshotPlan, plan_snapshots
 from propensity.core.errors import UsageError
+from propensity.core.schema import EVENT_TYPES
 from propensity.core.spark import get_spark
 from propensity.core.tracking import tracking_uri
 from propensity.models.registry import STUDENT_MODEL_NAME
 from propensity.stages.analyst.sql import render, run_sql
-from propensity.stages.evaluation.evaluate import EvaluationReport, run_evaluate
+from propensity.stages.evaluation.evaluate import EvaluationReport, format_comparison, run_evaluate
 from propensity.stages.features import ensure_snapshots, write_snapshot
 from propensity.stages.generate import generate_feeds
 from propensity.stages.ingest.accounting import IngestReport
@@ -84,11 +85,12 @@ def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str]
     print(report.format())
     _print_ingest_rate(report, seconds)
 
-    start = _step("features: point-in-time training snapshots (train / validation / test)")
+    start = _step("features: point-in-time training snapshots (train / validation / test) and the day to score")
     plan = plan_snapshots(spark, cfg)
     ensure_snapshots(spark, cfg, plan)
+    scoring_rows = write_snapshot(spark, cfg, feeds.end_date, with_labels=False)
     seconds = time.perf_counter() - start
-    print(f"snapshots: {plan.describe()}")
+    print(f"snapshots: {plan.describe()}; scoring {feeds.end_date} ({scoring_rows} rows, no labels)")
     _print_label_rates(spark, cfg, seconds)
 
     results = _train_and_evaluate(spark, cfg, plan, transfer)
@@ -101,7 +103,7 @@ def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str]
 def _train_and_evaluate(spark: SparkSession, cfg: Config, plan: SnapshotPlan, transfer: bool) -> DemoResults:
     start = _step(f"pretrain: teacher encoder ({cfg.teacher.num_layers} x {cfg.teacher.hidden_size}), masked LM"
                   f" on all platforms, {cfg.training.num_processes} TorchDistributor processes")
-    checkpoint = run_pretrain(spark, cfg, plan=plan)
+    checkpoint = run_pretrain(spark, cfg)
     print(f"encoder checkpoint {checkpoint} ({time.perf_counter() - start:.0f}s)")
 
     start = _step("finetune: teacher heads for purchase, click, churn (wide and deep)")
@@ -141,9 +143,7 @@ def _score_and_publish(spark: SparkSession, cfg: Config, snapshot_date: date, ev
         print(f"\nNOTE: no model passed its champion gates, so there is no @champion and `propensity score` with"
               f" the default {cfg.scoring.model_uri} refuses. To show the rest of the pipeline the demo scores"
               f" with the newest, unpromoted student ({model_uri}); a scheduled job would stop here.")
-    start = _step(f"features + score: {model_uri} at {snapshot_date} (mapInPandas -> MERGE into user_scores)")
-    rows = write_snapshot(spark, cfg, snapshot_date, with_labels=False)
-    print(f"training_examples: {rows} rows for snapshot {snapshot_date} (no labels: scoring time)")
+    start = _step(f"score: {model_uri} at {snapshot_date} (mapInPandas -> MERGE into user_scores)")
     scored = score_snapshot(spark, cfg, snapshot_date, model_uri)
     print(scored.format())
     _step("publish: inventory_demand and ads_audiences")
@@ -168,13 +168,32 @@ def _print_ingest_rate(report: IngestReport, seconds: float) -> None:
     print(f"ingested {rows} raw event rows in {seconds:.1f}s = {rows / seconds:,.0f} rows/s")
 
 
+def _print_sequence_coverage(spark: SparkSession, cfg: Config) -> None:
+    """How much of the lookback the encoders see whole: rows whose lookback events all fit the positions."""
+    events = " + ".join(f"all_n_{t}_30d" for t in EVENT_TYPES)
+    gpu = load_config([repo_conf_dir() / "gpu.yml"])
+    sizes = {"teacher (base.yml)": cfg.teacher.max_length - 1, "student (base.yml)": cfg.student.max_length - 1,
+             "teacher (gpu.yml)": gpu.teacher.max_length - 1}
+    shares = ", ".join(f"round(avg(CASE WHEN {events} <= {n} THEN 1.0 ELSE 0.0 END), 3) AS `{k} <= {n}`"
+                       for k, n in sizes.items())
+    query = f"SELECT percentile({events}, 0.5) AS median_events, {shares} FROM training_examples"
+    print("\nshare of rows whose whole lookback fits the encoder's positions:")
+    print(render(run_sql(spark, cfg, query), "table"))
+
+
 def _print_summary(spark: SparkSession, cfg: Config, feed_config: Path, results: DemoResults,
                    scored: ScoreResult) -> None:
     _step("summary")
     print(render(run_sql(spark, cfg, "SELECT platform, count(*) AS events, count(DISTINCT user_id) AS users"
                                      " FROM events GROUP BY platform ORDER BY platform"), "table"))
-    print("\ntest AUC per task (all platforms):")
+    print("\ntest AUC per task (all platforms; teacher.features_only = its logistic regressions alone,"
+          " teacher.sequence_only = a teacher without aggregate features):")
     print(results.evaluation.test_auc.to_string(float_format=lambda v: f"{v:.4f}"))
+    if not results.evaluation.comparison.empty:
+        print("\ntest AUC minus the best tuned baseline, paired bootstrap 95% interval (segment cold_start: at most"
+              " 3 events on the row's platform, history elsewhere):")
+        print(format_comparison(results.evaluation.comparison))
+    _print_sequence_coverage(spark, cfg)
     champions = [name for name, ok in results.evaluation.promoted.items() if ok]
     print("@champion now: " + (", ".join(champions) if champions else
                                "none (gates failed: " + "; ".join(g.describe() for g in results.evaluation.failed)

@@ -119,14 +119,18 @@ def cli_md() -> str:
 
 
 def features_md() -> str:
-    """``docs/features.md``: the feature columns and the sequence text, from their modules' documentation."""
+    """``docs/features.md``: the feature columns and the sequences, from their modules' documentation."""
+    from propensity.core import sequence
     from propensity.stages.features import aggregates, behavior
 
     return "\n".join([GENERATED, "", "# Features", "",
                       "One row of `training_examples` per `(snapshot_date, user_id, platform)`; see labels.md for",
                       "the windows and the labels.", "", "## Aggregate features", "",
-                      inspect.cleandoc(aggregates.__doc__ or ""), "", "## The behaviour sequence (`behavior_text`)",
-                      "", inspect.cleandoc(behavior.__doc__ or "")]) + "\n"
+                      inspect.cleandoc(aggregates.__doc__ or ""), "",
+                      "## The event sequence the models read (`event_ids`)",
+                      "", inspect.cleandoc(sequence.__doc__ or ""), "",
+                      "## The behaviour sequence for people (`behavior_text`)", "",
+                      inspect.cleandoc(behavior.__doc__ or "")]) + "\n"
 
 
 def formats_md() -> str:

@@ -21,7 +21,7 @@ TASKS = ("purchase", "click", "churn")
 LABEL_COLUMNS = tuple(f"label_{t}" for t in TASKS)
 #: Score column of each task in ``user_scores``.
 SCORE_COLUMNS = {t: f"{t}_score" for t in TASKS}
-#: The sequence column of ``training_examples`` that the encoders read.
+#: The readable sequence column of ``training_examples`` (the models read ``event_ids``, see core.sequence).
 TEXT_COLUMN = "behavior_text"
 
 #: Window lengths (days) of the per-event-type counts.

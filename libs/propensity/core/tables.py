@@ -14,7 +14,16 @@ from pyspark.sql import SparkSession
 
 from propensity.core.config import Config
 from propensity.core.errors import TableNotFoundError
-from propensity.core.schema import DOUBLE_FEATURES, EVENT_TYPES, INT_FEATURES, LABEL_COLUMNS, SCORE_COLUMNS, TASKS
+from propensity.core.schema import (
+    DOUBLE_FEATURES,
+    EVENT_TYPES,
+    INT_FEATURES,
+    LABEL_COLUMNS,
+    SCORE_COLUMNS,
+    TASKS,
+    TEXT_COLUMN,
+)
+from propensity.core.sequence import SEQUENCE_COLUMN
 
 
 @dataclass(frozen=True)
@@ -143,8 +152,10 @@ TABLES: dict[str, TableSpec] = {
     "training_examples": TableSpec(
         columns=(
             _SNAPSHOT, _USER, _PLATFORM,
-            _required("behavior_text", "STRING", "The user's recent events on all platforms as words;"
-                                                 " see docs/features.md."),
+            _required(TEXT_COLUMN, "STRING", "The user's recent events on all platforms as words, for people;"
+                                             " see docs/features.md."),
+            _required(SEQUENCE_COLUMN, "ARRAY<INT>", "The same events as integer ids, what the models read;"
+                                                     " see docs/features.md."),
             *_feature_columns(),
             *(Col(c, "INT", _LABEL_RULES[c]) for c in LABEL_COLUMNS),
         ),
@@ -159,21 +170,36 @@ TABLES: dict[str, TableSpec] = {
             _required("model_name", "STRING", "Registered model name, or baseline_lr / baseline_gbt."),
             Col("model_version", "STRING", "Registered model version (NULL for baselines)."),
             _required("model_uri", "STRING", "The exact model scored (models:/name/version or mllib:name)."),
+            _required("variant", "STRING", "full; for the teacher also features_only (its wide logistic regression"
+                                           " alone) and sequence_only (a teacher trained without aggregate"
+                                           " features); baselines: the tuned parameters' variant is full."),
             _required("task", "STRING", f"One of {', '.join(TASKS)}."),
             _required("platform", "STRING", "A platform, or 'all' for every platform together."),
+            _required("segment", "STRING", "all, or cold_start: rows with at most 3 behaviour events on their"
+                                           " platform in the lookback and some on another platform."),
             _required("split", "STRING", "validation or test."),
             _SNAPSHOT,
             Col("auc", "DOUBLE", "ROC AUC (NULL with one class only)."),
             Col("pr_auc", "DOUBLE", "Average precision (NULL without positives)."),
             Col("logloss", "DOUBLE", "Mean log loss."),
+            Col("ece", "DOUBLE", "Expected calibration error (10 equal-width bins)."),
+            Col("predicted_over_observed", "DOUBLE", "Sum of predicted probabilities / positives (1: calibrated"
+                                                     " totals; NULL without positives)."),
+            Col("baseline", "STRING", "The best baseline on this task (by test AUC), for the interval."),
+            Col("auc_diff_ci_low", "DOUBLE", "Lower bound of the paired bootstrap 95% interval of the AUC minus the"
+                                             " best baseline's (test split, all platforms)."),
+            Col("auc_diff_ci_high", "DOUBLE", "Upper bound of that interval."),
             _required("n", "BIGINT", "Rows with a label."),
             _required("positives", "BIGINT", "Rows with label 1."),
             Col("mlflow_run_id", "STRING", "The MLflow run of the evaluation (plots, tables)."),
         ),
-        comment="Metrics per model, task, platform ('all' = every platform) and split; NULL where undefined.",
+        comment="Metrics per model, variant, task, platform ('all' = every platform), segment and split; NULL where"
+                " undefined.",
         written_by="evaluate",
         constraints={"valid_task": "task IN (" + ", ".join(f"'{t}'" for t in TASKS) + ")",
-                     "valid_split": "split IN ('validation', 'test')"},
+                     "valid_split": "split IN ('validation', 'test')",
+                     "valid_variant": "variant IN ('full', 'features_only', 'sequence_only')",
+                     "valid_segment": "segment IN ('all', 'cold_start')"},
     ),
     "ingest_runs": TableSpec(
         columns=(

@@ -1,10 +1,12 @@
 """Binary classification metrics in NumPy (no scikit-learn needed at run time).
 
-Definitions follow scikit-learn's: :func:`roc_auc` is ``roc_auc_score`` (ties share their
-average rank), :func:`average_precision` is ``average_precision_score`` (PR-AUC as the
-step-wise sum of precision times recall gain over distinct thresholds), :func:`log_loss`
-is ``log_loss`` with probabilities clipped to ``[eps, 1 - eps]``. A metric that is not
-defined for the input (one class only, no rows) is NaN.
+Definitions follow scikit-learn's where it has one: :func:`roc_auc` is ``roc_auc_score`` (ties
+share their average rank), :func:`average_precision` is ``average_precision_score`` (PR-AUC as
+the step-wise sum of precision times recall gain over distinct thresholds), :func:`log_loss` is
+``log_loss`` with probabilities clipped to ``[eps, 1 - eps]``. Calibration:
+:func:`expected_calibration_error` (10 equal-width bins) and :func:`predicted_over_observed`
+(expected over actual positives). :func:`paired_auc_difference` is a paired bootstrap interval of
+an AUC difference. A metric that is not defined for the input (one class only, no rows) is NaN.
 """
 
 from __future__ import annotations
@@ -74,7 +76,53 @@ def log_loss(labels: ArrayLike, scores: ArrayLike) -> float:
 
 
 def binary_metrics(labels: ArrayLike, scores: ArrayLike) -> dict[str, float]:
-    """``auc``, ``pr_auc``, ``logloss``, ``n`` and ``positives`` of one group."""
+    """``auc``, ``pr_auc``, ``logloss``, ``ece``, ``predicted_over_observed``, ``n`` and ``positives`` of one
+    group."""
     y, p = _pair(labels, scores)
     return {"auc": roc_auc(y, p), "pr_auc": average_precision(y, p), "logloss": log_loss(y, p),
+            "ece": expected_calibration_error(y, p), "predicted_over_observed": predicted_over_observed(y, p),
             "n": float(y.size), "positives": float(y.sum())}
+
+
+def expected_calibration_error(labels: ArrayLike, scores: ArrayLike, bins: int = 10) -> float:
+    """ECE: the row-weighted mean of ``|mean score - observed rate|`` over equal-width score bins; NaN without
+    rows."""
+    y, p = _pair(labels, scores)
+    if y.size == 0:
+        return float("nan")
+    index = np.clip((p * bins).astype(int), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    gap = np.abs(np.bincount(index, weights=p, minlength=bins) - np.bincount(index, weights=y, minlength=bins))
+    return float(gap.sum() / counts.sum())
+
+
+def predicted_over_observed(labels: ArrayLike, scores: ArrayLike) -> float:
+    """Sum of the predicted probabilities over the number of positives (1: the expected count is right);
+    NaN without positives."""
+    y, p = _pair(labels, scores)
+    positives = float(y.sum())
+    return float(p.sum() / positives) if positives > 0 else float("nan")
+
+
+def paired_auc_difference(labels: ArrayLike, scores: ArrayLike, reference: ArrayLike, rounds: int = 200,
+                          seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``AUC(scores) - AUC(reference)`` on the same rows: each round draws
+    the rows with replacement once and scores both models on that draw (paired). NaN bounds when the AUC
+    is undefined (one class only)."""
+    y, p = _pair(labels, scores)
+    _, q = _pair(labels, reference)
+    if y.size == 0 or y.min() == y.max():
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(rounds):
+        rows = rng.integers(0, y.size, size=y.size)
+        yy = y[rows]
+        if yy.min() == yy.max():
+            continue
+        diffs.append(roc_auc(yy, p[rows]) - roc_auc(yy, q[rows]))
+    if not diffs:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(np.asarray(diffs), [tail, 100.0 - tail])
+    return float(low), float(high)

@@ -1,15 +1,15 @@
-"""The teacher network: a BERT encoder from ``transformers`` plus three wide-and-deep sigmoid heads.
+"""The propensity network: the event encoder plus three wide-and-deep sigmoid heads.
 
 - :class:`FeatureNormalizer`: ``(signed_log1p(x) - mean) / std`` with statistics computed on
   the train rows (:class:`FeatureStats`) and stored as buffers, so they travel with the weights;
-- :class:`PropensityModel`: masked-mean-pooled encoder output concatenated with the
-  normalised aggregate features feeds one head per task (``purchase``, ``click``, ``churn``);
-  each head is an MLP (deep) plus a linear term on the features alone (wide), so the model
-  can represent a logistic regression on the features, and can start as one
-  (:func:`fit_logistic`, :meth:`PropensityModel.start_from_logistic`); a per-task
-  ``deep_scale`` (chosen on validation by fine-tuning) weighs the deep part;
-- :func:`masked_bce`: binary cross-entropy over the (row, task) entries whose label is known;
-- :func:`mask_tokens`: BERT's 80/10/10 masking for masked-language modelling;
+- :class:`PropensityModel`: the pooled sequence (:class:`~propensity.models.encoder.EventEncoder`)
+  concatenated with the normalised aggregate features feeds one head per task (``purchase``,
+  ``click``, ``churn``); each head is an MLP (deep) plus a linear term on the features alone
+  (wide), so the model can represent a logistic regression on the features, and can start as
+  one (:func:`fit_logistic`, :meth:`PropensityModel.start_from_logistic`); a per-task
+  ``deep_scale`` (chosen on validation by fine-tuning) weighs the deep part. Without feature
+  columns it is the *sequence-only* model (deep part only);
+- :func:`masked_bce` and :func:`distillation_loss`;
 - :func:`save_model` / :func:`load_model`: a folder with ``model.json`` and ``model.pt``.
 """
 
@@ -25,27 +25,15 @@ from typing import Any, cast
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertForMaskedLM, BertModel
+from transformers import BertConfig
 
-from propensity.core.config import ModelSettings
 from propensity.core.schema import TASKS
+from propensity.models.encoder import EventEncoder, positions_of
 
 MODEL_FILE = "model.pt"
 MODEL_META_FILE = "model.json"
 #: Normalised features are clipped to this many standard deviations.
 FEATURE_CLIP = 8.0
-
-
-def bert_config(size: ModelSettings, vocab_size: int, pad_token_id: int = 0) -> BertConfig:
-    """The ``BertConfig`` of an encoder of ``size`` over a vocabulary (no download: nothing is fetched by name).
-
-    :param size: the ``teacher`` or ``student`` section (layers, hidden size, heads, positions, dropout).
-    :param vocab_size: the tokenizer's vocabulary size (``size.vocab_size`` is only the tokenizer's limit).
-    """
-    return BertConfig(vocab_size=vocab_size, hidden_size=size.hidden_size, num_hidden_layers=size.num_layers,
-                      num_attention_heads=size.num_heads, intermediate_size=size.intermediate_size,
-                      max_position_embeddings=size.max_length, hidden_dropout_prob=size.dropout,
-                      attention_probs_dropout_prob=size.dropout, pad_token_id=pad_token_id, type_vocab_size=1)
 
 
 @dataclass
@@ -139,26 +127,29 @@ class TaskHead(nn.Module):
         return wide + self.deep_scale.to(deep.dtype) * deep
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the token vectors where ``attention_mask`` is 1."""
-    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
 class PropensityModel(nn.Module):
-    """BERT encoder + feature normaliser + one :class:`TaskHead` per task; outputs logits ``(batch, 3)``."""
+    """Event encoder + feature normaliser + one :class:`TaskHead` per task; outputs logits ``(batch, 3)``."""
 
-    def __init__(self, config: BertConfig, feature_columns: Sequence[str], head_hidden_size: int,
-                 encoder: BertModel | None = None) -> None:
+    def __init__(self, encoder: EventEncoder, feature_columns: Sequence[str], head_hidden_size: int) -> None:
         super().__init__()
-        self.config = config
         self.feature_columns = list(feature_columns)
         self.head_hidden_size = head_hidden_size
-        self.encoder = encoder if encoder is not None else BertModel(config, add_pooling_layer=False)
+        self.encoder = encoder
         self.normalizer = FeatureNormalizer(len(self.feature_columns))
-        self.heads = nn.ModuleDict({t: TaskHead(config.hidden_size, len(self.feature_columns), head_hidden_size,
-                                                config.hidden_dropout_prob) for t in TASKS})
+        pooled = 2 * encoder.config.hidden_size
+        self.heads = nn.ModuleDict({t: TaskHead(pooled, len(self.feature_columns), head_hidden_size,
+                                                encoder.config.hidden_dropout_prob) for t in TASKS})
         self.encoder_frozen = False
+
+    @property
+    def config(self) -> BertConfig:
+        """The encoder's BERT configuration."""
+        return self.encoder.config
+
+    @property
+    def max_positions(self) -> int:
+        """Positions of ``event_ids`` the model reads (the target and the newest events)."""
+        return self.encoder.max_positions
 
     def freeze_encoder(self) -> None:
         """Stop training the encoder: no gradients, and dropout off (it stays in eval mode)."""
@@ -174,11 +165,10 @@ class PropensityModel(nn.Module):
             self.encoder.eval()
         return self
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled sequence embeddings ``(batch, hidden)``."""
+    def encode(self, event_ids: torch.Tensor) -> torch.Tensor:
+        """Pooled sequence embeddings ``(batch, 2 * hidden)`` of flat ids ``(batch, positions * FIELDS)``."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
-            out = self.encoder(input_ids=input_ids.long(), attention_mask=attention_mask.long())
-        return mean_pool(out.last_hidden_state, attention_mask)
+            return self.encoder.pooled(positions_of(event_ids))
 
     def start_from_logistic(self, wide: dict[str, dict[str, Any]]) -> None:
         """Start each task's head as the logistic regression ``wide[task]`` (``weight``, ``bias``)."""
@@ -204,21 +194,19 @@ class PropensityModel(nn.Module):
     def _head(self, task: str) -> TaskHead:
         return cast(TaskHead, self.heads[task])
 
-    def _head_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _head_inputs(self, event_ids: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What every head reads: pooled sequence embeddings and normalised features."""
-        pooled = self.encode(input_ids, attention_mask)
+        pooled = self.encode(event_ids)
         return pooled, self.normalizer(features).to(pooled.dtype)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, len(TASKS))`` from token ids, their mask and the raw features."""
-        pooled, feats = self._head_inputs(input_ids, attention_mask, features)
+    def forward(self, event_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, len(TASKS))`` from flat event ids and the raw features (``(batch, 0)`` without)."""
+        pooled, feats = self._head_inputs(event_ids, features)
         return torch.stack([self.heads[t](pooled, feats) for t in TASKS], dim=1)
 
-    def forward_parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_parts(self, event_ids: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Wide and unscaled deep logits, each ``(batch, len(TASKS))``."""
-        pooled, feats = self._head_inputs(input_ids, attention_mask, features)
+        pooled, feats = self._head_inputs(event_ids, features)
         wide, deep = zip(*(self._head(t).parts(pooled, feats) for t in TASKS), strict=True)
         return torch.stack(wide, dim=1), torch.stack(deep, dim=1)
 
@@ -274,27 +262,6 @@ def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, label_mask: to
     return (losses * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: Sequence[int], mask_id: int,
-                vocab_size: int, probability: float, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: pick ``probability`` of the real (non-special) tokens; of those 80% become
-    ``mask_id``, 10% a random token and 10% stay. Returns ``(masked_ids, labels)`` with labels
-    -100 where nothing is predicted. At least one token per batch is picked.
-    """
-    ids = input_ids.long()
-    candidates = attention_mask.bool() & ~torch.isin(ids, torch.tensor(list(special_ids), device=ids.device))
-    draw = torch.rand(ids.shape, generator=generator, device=ids.device)
-    picked = candidates & (draw < probability)
-    if not picked.any() and candidates.any():
-        picked.view(-1)[int(candidates.view(-1).nonzero()[0])] = True
-    labels = torch.where(picked, ids, torch.full_like(ids, -100))
-    action = torch.rand(ids.shape, generator=generator, device=ids.device)
-    masked = torch.where(picked & (action < 0.8), torch.full_like(ids, mask_id), ids)
-    random_ids = torch.randint(0, vocab_size, ids.shape, generator=generator, device=ids.device)
-    masked = torch.where(picked & (action >= 0.8) & (action < 0.9), random_ids, masked)
-    return masked, labels
-
-
 def parameter_fingerprint(module: nn.Module) -> str:
     """SHA-256 of every parameter's bytes, in name order: equal only if the weights are bit-identical."""
     digest = hashlib.sha256()
@@ -320,8 +287,9 @@ def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_f
 def save_model(model: PropensityModel, out_dir: Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.json`` (architecture, feature columns, ``extra``) and ``model.pt`` (weights) to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"bert_config": model.config.to_dict(), "feature_columns": model.feature_columns,
-            "head_hidden_size": model.head_hidden_size, "tasks": list(TASKS), **(extra or {})}
+    meta = {"bert_config": model.config.to_dict(), "field_sizes": model.encoder.embedding.field_sizes,
+            "feature_columns": model.feature_columns, "head_hidden_size": model.head_hidden_size,
+            "tasks": list(TASKS), **(extra or {})}
     (out_dir / MODEL_META_FILE).write_text(json.dumps(meta, indent=1, default=str))
     torch.save(model.state_dict(), out_dir / MODEL_FILE)
     return out_dir
@@ -339,33 +307,22 @@ def read_model_meta(model_dir: Path) -> dict[str, Any]:
 def load_model(model_dir: Path, map_location: str | torch.device = "cpu") -> PropensityModel:
     """Rebuild a :class:`PropensityModel` saved by :func:`save_model`, in eval mode."""
     meta = read_model_meta(model_dir)
-    config = BertConfig.from_dict(meta["bert_config"])
-    model = PropensityModel(config, meta["feature_columns"], int(meta["head_hidden_size"]))
+    encoder = EventEncoder(BertConfig.from_dict(meta["bert_config"]), meta["field_sizes"])
+    model = PropensityModel(encoder, meta["feature_columns"], int(meta["head_hidden_size"]))
     state = torch.load(Path(model_dir) / MODEL_FILE, map_location=map_location, weights_only=True)
-    for task in TASKS:  # models saved before heads had a deep_scale use their deep part fully
-        state.setdefault(f"heads.{task}.deep_scale", torch.ones(()))
     model.load_state_dict(state)
     return model.eval()
 
 
-class MaskedLMObjective(nn.Module):
-    """Wraps a ``BertForMaskedLM``: loss of the masked positions only (logits are computed just there).
+def wide_probabilities(model: PropensityModel, features: torch.Tensor) -> torch.Tensor:
+    """``(batch, len(TASKS))`` probabilities of the heads' wide parts alone: the logistic regressions on the
+    normalised features (the model's *features-only* variant; no sequence is read).
 
-    ``forward(input_ids, attention_mask, labels)`` with ``labels`` -100 where nothing is predicted.
+    :raises ValueError: the model has no wide part (a sequence-only model).
     """
-
-    def __init__(self, mlm: BertForMaskedLM) -> None:
-        super().__init__()
-        self.mlm: BertForMaskedLM = mlm
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean cross-entropy, correct predictions)`` over the positions with a label."""
-        hidden = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        picked = labels != -100
-        if not bool(picked.any()):  # only empty texts: a zero loss through every parameter (DDP needs them all)
-            return self.mlm.cls(hidden[:1, 0]).float().sum() * 0.0, torch.zeros((), dtype=torch.long)
-        logits = self.mlm.cls(hidden[picked]).float()
-        target = labels[picked]
-        loss = nn.functional.cross_entropy(logits, target)
-        return loss, (logits.argmax(-1) == target).sum()
+    if not model.feature_columns:
+        raise ValueError("a sequence-only model has no wide part")
+    with torch.no_grad():
+        z = model.normalizer(features)
+        logits = [cast(nn.Linear, model._head(t).wide)(z).squeeze(1) for t in TASKS]
+    return torch.sigmoid(torch.stack(logits, dim=1))

@@ -1,12 +1,13 @@
 """The registered models as MLflow pyfuncs: a pandas DataFrame in, three probabilities out.
 
-Input (the model's signature): ``behavior_text`` plus the aggregate feature columns the
-model was trained on, as doubles. Output: a DataFrame with ``purchase``, ``click`` and
-``churn`` in [0, 1], one row per input row, in order.
+Input (the model's signature): ``event_ids`` (int arrays, see :mod:`propensity.core.sequence`)
+plus the aggregate feature columns the model was trained on, as doubles. Output: a DataFrame
+with ``purchase``, ``click`` and ``churn`` in [0, 1], one row per input row, in order.
 
 - :class:`PropensityPyfunc` (teacher and student). Artifacts: ``model`` (``model.json`` +
-  ``model.pt``: architecture, weights, feature normalisation buffers), ``tokenizer`` (the
-  WordPiece folder) and ``feature_stats`` (the normalisation statistics as JSON, for people).
+  ``model.pt``: architecture, weights, feature normalisation buffers; ``calibration.json``: the
+  probability calibration fitted on validation, :mod:`~propensity.models.calibration`) and
+  ``feature_stats`` (the normalisation statistics as JSON, for people).
 - :class:`FusionPyfunc`: ``w * teacher + (1 - w) * student`` per task, carrying both members.
 
 The classes live in this package, so the environment loading a model needs ``propensity``
@@ -27,49 +28,47 @@ import torch
 from mlflow.models import infer_signature
 from mlflow.pyfunc.model import PythonModel
 
-from propensity.core.schema import TASKS, TEXT_COLUMN
-from propensity.models.network import PropensityModel, load_model, read_model_meta
+from propensity.core.schema import TASKS
+from propensity.core.sequence import SEQUENCE_COLUMN, TARGET_PLATFORM
+from propensity.models.calibration import Calibration
+from propensity.models.network import PropensityModel, load_model
 from propensity.models.registry import RegisteredModelVersion
-from propensity.models.tokenizer import TailEncoder
+from propensity.models.sequence import fit_positions
 
 PREDICT_BATCH_ROWS = 256
 WEIGHTS_FILE = "fusion_weights.json"
 
 
 class PropensityPyfunc(PythonModel):
-    """Scores ``behavior_text`` + features with a :class:`~propensity.models.network.PropensityModel`."""
+    """Scores ``event_ids`` + features with a :class:`~propensity.models.network.PropensityModel`."""
 
     def __init__(self) -> None:
         self.model: PropensityModel | None = None
-        self.tokenizer: Any = None
-        self.max_length = 0
-        self.encoder: TailEncoder | None = None
+        self.calibration = Calibration()
 
     def load_context(self, context: Any) -> None:
-        """Load weights and tokenizer once (MLflow calls this when the model is loaded).
+        """Load the weights once (MLflow calls this when the model is loaded).
 
         Inside a Spark task (``mlflow.pyfunc.spark_udf``) torch uses one thread: Spark already runs
         one task per core, and more threads per task made scoring several times slower.
         """
-        from pyspark import TaskContext
-
-        if TaskContext.get() is not None:
+        try:
+            from pyspark import TaskContext
+        except ImportError:  # a serving environment without Spark
+            TaskContext = None  # noqa: N806
+        if TaskContext is not None and TaskContext.get() is not None:
             torch.set_num_threads(1)
-        self.load(Path(context.artifacts["model"]), Path(context.artifacts["tokenizer"]))
+        self.load(Path(context.artifacts["model"]))
 
-    def load(self, model_dir: Path, tokenizer_dir: Path) -> PropensityPyfunc:
-        """Load from folders directly (tests, benchmarks); returns self."""
-        from propensity.models.tokenizer import load_tokenizer
-
+    def load(self, model_dir: Path) -> PropensityPyfunc:
+        """Load from the model folder directly (tests, benchmarks); returns self."""
         self.model = load_model(model_dir)
-        self.tokenizer = load_tokenizer(tokenizer_dir)
-        self.max_length = int(read_model_meta(model_dir)["max_length"])
-        self.encoder = TailEncoder(self.tokenizer, self.max_length)
+        self.calibration = Calibration.load(model_dir)
         return self
 
     @property
     def feature_columns(self) -> list[str]:
-        """Feature columns the model needs, in order."""
+        """Feature columns the model needs, in order (empty for a sequence-only model)."""
         if self.model is None:
             raise RuntimeError("the model is not loaded yet")
         return self.model.feature_columns
@@ -80,34 +79,35 @@ class PropensityPyfunc(PythonModel):
 
         :raises ValueError: a needed column is missing.
         """
-        missing = [c for c in (TEXT_COLUMN, *self.feature_columns) if c not in model_input.columns]
+        missing = [c for c in (SEQUENCE_COLUMN, *self.feature_columns) if c not in model_input.columns]
         if missing:
             raise ValueError(f"input lacks column {missing[0]!r} ({len(missing)} missing); the model needs"
-                             f" {TEXT_COLUMN} and {', '.join(self.feature_columns)}")
-        texts = [str(t) for t in model_input[TEXT_COLUMN].fillna("")]
+                             f" {SEQUENCE_COLUMN} and {', '.join(self.feature_columns) or 'no features'}")
         features = model_input[self.feature_columns].to_numpy(dtype=np.float32, na_value=np.nan)
-        return pd.DataFrame(self.probabilities(texts, features), columns=list(TASKS), index=model_input.index)
+        probs = self.probabilities(list(model_input[SEQUENCE_COLUMN]), features)
+        return pd.DataFrame(probs, columns=list(TASKS), index=model_input.index)
 
-    def probabilities(self, texts: list[str], features: np.ndarray) -> np.ndarray:
-        """``(len(texts), 3)`` probabilities from texts and raw float32 features (in ``feature_columns`` order)."""
-        if self.model is None or self.encoder is None:
+    def probabilities(self, sequences: list[Any], features: np.ndarray) -> np.ndarray:
+        """``(len(sequences), 3)`` calibrated probabilities from ``event_ids`` values and raw float32 features
+        (in ``feature_columns`` order; ``(n, 0)`` for a sequence-only model)."""
+        if self.model is None:
             raise RuntimeError("the model is not loaded yet")
-        out = np.zeros((len(texts), len(TASKS)), dtype=np.float64)
+        out = np.zeros((len(sequences), len(TASKS)), dtype=np.float64)
         with torch.inference_mode():
-            for start in range(0, len(texts), PREDICT_BATCH_ROWS):
+            for start in range(0, len(sequences), PREDICT_BATCH_ROWS):
                 stop = start + PREDICT_BATCH_ROWS
-                ids, mask = self.encoder(texts[start:stop])
-                logits = self.model(torch.from_numpy(ids), torch.from_numpy(mask),
-                                    torch.from_numpy(features[start:stop]))
-                out[start:stop] = torch.sigmoid(logits.float()).numpy()
+                ids = fit_positions(sequences[start:stop], self.model.max_positions)
+                logits = self.model(torch.from_numpy(ids), torch.from_numpy(features[start:stop]))
+                out[start:stop] = self.calibration.apply(logits.float().numpy(), ids[:, TARGET_PLATFORM])
         return out
 
 
 def input_example(rows: pd.DataFrame, feature_columns: list[str]) -> pd.DataFrame:
-    """The model's input columns of ``rows`` with features as float64 (the signature's types)."""
-    example = rows[[TEXT_COLUMN, *feature_columns]].copy()
+    """The model's input columns of ``rows``: ``event_ids`` as int32 arrays, features as float64 (the
+    signature's types)."""
+    example = rows[[SEQUENCE_COLUMN, *feature_columns]].copy()
     example[feature_columns] = example[feature_columns].astype("float64")
-    example[TEXT_COLUMN] = example[TEXT_COLUMN].astype(str)
+    example[SEQUENCE_COLUMN] = [np.asarray(v, dtype=np.int32) for v in example[SEQUENCE_COLUMN]]
     return example.reset_index(drop=True)
 
 
@@ -119,14 +119,14 @@ def pip_requirements() -> list[str]:
                                            "pyarrow")]
 
 
-def log_pyfunc_model(model_dir: Path, tokenizer_dir: Path, stats_path: Path, example: pd.DataFrame,
-                     registered_model_name: str) -> RegisteredModelVersion:
+def log_pyfunc_model(model_dir: Path, stats_path: Path, example: pd.DataFrame, registered_model_name: str
+                     ) -> RegisteredModelVersion:
     """Log a teacher or student as a pyfunc in the active MLflow run and register a new version of it.
 
     :param example: a few input rows (see :func:`input_example`), used for the signature and as example.
     """
-    output = PropensityPyfunc().load(model_dir, tokenizer_dir).predict(None, example)
-    artifacts = {"model": str(model_dir), "tokenizer": str(tokenizer_dir), "feature_stats": str(stats_path)}
+    output = PropensityPyfunc().load(model_dir).predict(None, example)
+    artifacts = {"model": str(model_dir), "feature_stats": str(stats_path)}
     return _log_and_register(PropensityPyfunc(), artifacts, example, output, registered_model_name)
 
 
@@ -158,17 +158,14 @@ class FusionPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         """Load both members (once) and the weights."""
         art = context.artifacts
-        self.teacher.load_context(SimpleNamespace(artifacts={"model": art["teacher_model"],
-                                                             "tokenizer": art["teacher_tokenizer"]}))
-        self.student.load_context(SimpleNamespace(artifacts={"model": art["student_model"],
-                                                             "tokenizer": art["student_tokenizer"]}))
+        self.teacher.load_context(SimpleNamespace(artifacts={"model": art["teacher_model"]}))
+        self.student.load_context(SimpleNamespace(artifacts={"model": art["student_model"]}))
         self.weights = json.loads(Path(art["weights"]).read_text())
 
-    def load(self, teacher: tuple[Path, Path], student: tuple[Path, Path], weights: dict[str, float]
-             ) -> FusionPyfunc:
-        """Load from local ``(model folder, tokenizer folder)`` pairs (before logging)."""
-        self.teacher.load(*teacher)
-        self.student.load(*student)
+    def load(self, teacher: Path, student: Path, weights: dict[str, float]) -> FusionPyfunc:
+        """Load from the members' local model folders (before logging)."""
+        self.teacher.load(teacher)
+        self.student.load(student)
         self.weights = dict(weights)
         return self
 
@@ -179,18 +176,17 @@ class FusionPyfunc(PythonModel):
                     self.weights)
 
 
-def log_fusion_model(teacher: tuple[Path, Path], student: tuple[Path, Path], weights: dict[str, float],
-                     example: pd.DataFrame, registered_model_name: str, work_dir: Path) -> RegisteredModelVersion:
+def log_fusion_model(teacher: Path, student: Path, weights: dict[str, float], example: pd.DataFrame,
+                     registered_model_name: str, work_dir: Path) -> RegisteredModelVersion:
     """Log the fusion as a pyfunc in the active MLflow run and register a new version.
 
-    :param teacher: the teacher's local ``(model folder, tokenizer folder)``; ``student`` likewise.
+    :param teacher: the teacher's local model folder; ``student`` likewise.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     weights_path = work_dir / WEIGHTS_FILE
     weights_path.write_text(json.dumps(weights, indent=1))
     output = FusionPyfunc().load(teacher, student, weights).predict(None, example)
-    artifacts = {"teacher_model": str(teacher[0]), "teacher_tokenizer": str(teacher[1]),
-                 "student_model": str(student[0]), "student_tokenizer": str(student[1]), "weights": str(weights_path)}
+    artifacts = {"teacher_model": str(teacher), "student_model": str(student), "weights": str(weights_path)}
     version = _log_and_register(FusionPyfunc(), artifacts, example, output, registered_model_name)
     mlflow.log_params({f"fusion.weight_{t}": w for t, w in weights.items()})
     return version

@@ -4,7 +4,7 @@
   ``models:/name@alias`` URI points at now (so results can name exactly what was used);
 - :func:`resolve_model`: that version downloaded once under ``storage.root`` (scoring, evaluation
   and distillation all read this copy) with its input columns read from its signature;
-- :func:`model_artifacts`: the weights and tokenizer folders inside such a copy.
+- :func:`model_artifacts`: the weights folder inside such a copy.
 
 With ``mlflow.registry_uri: databricks-uc`` registered names get the ``<catalog>.<schema>.``
 prefix Unity Catalog needs (:func:`registered_name`).
@@ -27,6 +27,8 @@ from propensity.core.tracking import client, registry_uri, setup_mlflow
 TEACHER_MODEL_NAME = "propensity_teacher"
 STUDENT_MODEL_NAME = "propensity_student"
 FUSION_MODEL_NAME = "propensity_fusion"
+#: The teacher trained without aggregate features (an ablation: what the sequence alone gives).
+SEQUENCE_ONLY_MODEL_NAME = "propensity_teacher_sequence_only"
 #: Alias of the version that passed its champion gates; scoring follows it by default.
 CHAMPION_ALIAS = "champion"
 #: Registered-model tag holding the last failed champion gates (so scoring can say why there is no champion).
@@ -64,12 +66,11 @@ class ResolvedModel:
 
 
 class ModelArtifacts(NamedTuple):
-    """A registered propensity model's local copy: its version and its pyfunc, weights and tokenizer folders."""
+    """A registered propensity model's local copy: its version and its pyfunc and weights folders."""
 
     version: RegisteredModelVersion
     pyfunc_dir: Path
     model_dir: Path
-    tokenizer_dir: Path
 
 
 def registered_name(cfg: Config, name: str) -> str:
@@ -163,7 +164,7 @@ def resolve_model(cfg: Config, model_uri: str) -> ResolvedModel:
     model = mlflow.pyfunc.load_model(str(target))
     schema = model.metadata.get_input_schema()
     if schema is None:
-        raise ModelNotFoundError(f"{uri} has no input signature; log it with one (behavior_text + features)")
+        raise ModelNotFoundError(f"{uri} has no input signature; log it with one (event_ids + features)")
     return ResolvedModel(str(target), name, number, tuple(schema.input_names()))
 
 
@@ -178,8 +179,8 @@ def model_artifacts(cfg: Config, model_uri: str, key: str) -> ModelArtifacts:
         raise ModelNotFoundError(f"{key}={model_uri!r} is not a models:/ URI; use e.g."
                                  " models:/propensity_teacher/latest")
     pyfunc_dir = Path(resolve_model(cfg, version.model_uri).local_path)
-    local = pyfunc_dir / "artifacts"
-    if not (local / "tokenizer" / "tokenizer.json").is_file() or not (local / "model").is_dir():
-        raise ModelNotFoundError(f"{key}: {version.model_uri} is not a propensity model (no model and tokenizer"
-                                 " artifacts); give a model registered by `propensity finetune` or `distill`")
-    return ModelArtifacts(version, pyfunc_dir, local / "model", local / "tokenizer")
+    model_dir = pyfunc_dir / "artifacts" / "model"
+    if not (model_dir / "model.json").is_file():
+        raise ModelNotFoundError(f"{key}: {version.model_uri} is not a propensity model (no model artifact);"
+                                 " give a model registered by `propensity finetune` or `distill`")
+    return ModelArtifacts(version, pyfunc_dir, model_dir)

@@ -20,7 +20,7 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 
 from propensity.core.config import Config
 from propensity.core.errors import ModelNotFoundError
-from propensity.core.schema import SCORE_COLUMNS, TASKS, TEXT_COLUMN
+from propensity.core.schema import FEATURE_COLUMNS, SCORE_COLUMNS, TASKS
 from propensity.models.registry import ResolvedModel
 
 _LOADED: dict[str, Any] = {}
@@ -46,7 +46,8 @@ def make_scorer(model: ResolvedModel, keep: Sequence[str], threads: int, batch_s
                 ) -> Callable[[Iterable[pd.DataFrame]], Iterable[pd.DataFrame]]:
     """The ``mapInPandas`` function: Arrow batches in, ``keep`` columns plus one score column per task out."""
     path, columns, kept = model.local_path, list(model.input_columns), list(keep)
-    as_double = {c: "float64" for c in columns if c != TEXT_COLUMN}
+    # numbers reach the model as doubles (its signature); the sequence column passes as it is
+    as_double = {c: "float64" for c in columns if c in FEATURE_COLUMNS}
 
     def score_batches(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         pyfunc = _load_once(path, threads)

@@ -24,13 +24,13 @@ TRANSFER_MODES = ("head", "full")
 class ModelSettings:
     """Size of one BERT-family encoder (the ``teacher`` or ``student`` config section)."""
 
-    vocab_size: int = option("Largest WordPiece vocabulary trained on the behaviour texts.", default=4000)
     hidden_size: int = option("Encoder hidden size.", default=128)
     num_layers: int = option("Transformer layers.", default=2)
     num_heads: int = option("Attention heads (must divide hidden_size).", default=4)
     intermediate_size: int = option("Feed-forward size inside each layer.", default=512)
-    max_length: int = option("Tokens per sequence, [CLS] and [SEP] included (older events are cut).",
-                            default=96)
+    max_length: int = option("Positions of the event sequence: the target and the newest max_length - 1 events"
+                             " (older ones are cut; at most features.max_sequence_events are stored).",
+                             default=96)
     dropout: float = option("Dropout of the encoder and the heads.", default=0.1)
     head_hidden_size: int = option("Hidden units of each task head's deep part.", default=64)
 
@@ -40,11 +40,10 @@ class ModelSettings:
     def __post_init__(self) -> None:
         s = self.SECTION
         at_least(s, self, 1, "hidden_size", "num_layers", "num_heads", "intermediate_size", "head_hidden_size")
-        at_least(s, self, 16, "vocab_size", hint=", e.g. 4000")
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"{s}.hidden_size={self.hidden_size} is not divisible by {s}.num_heads="
                               f"{self.num_heads}; choose num_heads dividing hidden_size")
-        within(s, self, "max_length", 3, 4096)
+        within(s, self, "max_length", 2, 4096)
         within(s, self, "dropout", 0.0, 1.0, high_open=True)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,7 +66,7 @@ class StudentSettings(ModelSettings):
     num_layers: int = option("Transformer layers.", default=1)
     num_heads: int = option("Attention heads (must divide hidden_size).", default=2)
     intermediate_size: int = option("Feed-forward size inside each layer.", default=256)
-    max_length: int = option("Tokens per sequence, [CLS] and [SEP] included (older events are cut).",
+    max_length: int = option("Positions of the event sequence: the target and the newest max_length - 1 events.",
                              default=48)
     head_hidden_size: int = option("Hidden units of each task head's deep part.", default=32)
 
@@ -78,14 +77,19 @@ class StudentSettings(ModelSettings):
 class TrainSettings:
     """How the training stages run (the ``training`` config section)."""
 
-    pretrain_epochs: int = option("Passes over the pretraining rows (masked-language modelling).", default=2)
+    pretrain_epochs: int = option("Most passes over the pretraining rows (masked-event modelling).", default=8)
+    pretrain_patience: int = option("Pretraining stops after this many epochs without a validation-loss"
+                                    " improvement of pretrain_min_delta (the curve has flattened).", default=1)
+    pretrain_min_delta: float = option("Smallest validation-loss improvement that counts for pretraining.",
+                                       default=0.01)
     epochs: int = option("Fine-tuning passes over the labelled train rows.", default=3)
     batch_size: int = option("Rows per step and process.", default=64)
     learning_rate: float = option("AdamW learning rate of the encoder.", default=1e-3)
     head_learning_rate: float = option("AdamW learning rate of the task heads.", default=3e-3)
     weight_decay: float = option("AdamW weight decay (not applied to biases and LayerNorm).", default=0.01)
     warmup_fraction: float = option("Fraction of the steps with linear learning-rate warm-up.", default=0.06)
-    mask_probability: float = option("Share of tokens masked for masked-language modelling.", default=0.15)
+    mask_probability: float = option("Share of event positions masked for masked-event pretraining.",
+                                     default=0.15)
     num_processes: int = option("TorchDistributor processes (one per GPU with use_gpu).", default=2)
     local_mode: bool = option("TorchDistributor local mode: processes on the driver; false: Spark barrier tasks.",
                              default=True)
@@ -93,8 +97,8 @@ class TrainSettings:
     log_every_steps: int = option("Log a progress line (samples/s, loss) every this many steps.", default=50)
     seed: int = option("Seed of sampling, masking, initialisation and shuffling.", default=42)
     init_checkpoint: str | None = option(
-        "Local Hugging Face BERT checkpoint folder to start pretraining from (with its tokenizer);"
-        " null: train a tokenizer and start from random weights.", default=None)
+        "Local Hugging Face BERT checkpoint folder whose transformer layers pretraining starts from (its size"
+        " wins); null: random weights of the teacher section's size.", default=None)
     transfer_mode: str = option("Fine-tuning: 'head' (frozen encoder) or 'full' (encoder trained too).",
                                default="full")
     source_platforms: list[str] = option("Platforms whose labels fine-tune the model; empty: all.",
@@ -111,8 +115,9 @@ class TrainSettings:
                                      default=0)
 
     def __post_init__(self) -> None:
-        at_least("training", self, 1, "pretrain_epochs", "epochs", "batch_size", "num_processes", "log_every_steps",
-                 "workers_count")
+        at_least("training", self, 1, "pretrain_epochs", "pretrain_patience", "epochs", "batch_size",
+                 "num_processes", "log_every_steps", "workers_count")
+        within("training", self, "pretrain_min_delta", 0.0, 10.0)
         at_least("training", self, 0, "max_train_rows", "max_pretrain_rows", "max_eval_rows", "threads_per_process",
                  hint=" (0 means all rows / automatic)")
         for key in ("learning_rate", "head_learning_rate"):

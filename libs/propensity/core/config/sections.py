@@ -94,7 +94,8 @@ class FeaturesConfig:
     purchase_horizon_days: int = option("Purchase label horizon, in days.", default=7)
     click_horizon_days: int = option("Ad click label horizon, in days.", default=7)
     churn_horizon_days: int = option("Churn label horizon, in days.", default=30)
-    max_sequence_events: int = option("Most recent events kept in behavior_text.", default=64)
+    max_sequence_events: int = option("Most recent events kept in behavior_text and event_ids (the models read"
+                                      " the newest teacher.max_length - 1 of them).", default=127)
     snapshot_step_days: int = option("Days between the training plan's snapshot dates (train, validation, test).",
                                      default=7)
     min_history_days: int = option("Days of events (capped at lookback_days) a train snapshot needs before it.",
@@ -145,6 +146,14 @@ class PublishConfig:
         within("publish", self, "valuable_min_spend", 0.0, 1e12)
 
 
+def _default_lr_reg_params() -> list[float]:
+    return [1e-4, 1e-3, 1e-2, 1e-1]
+
+
+def _default_gbt_grid() -> list[list[int]]:
+    return [[30, 3], [60, 5]]
+
+
 @dataclass
 class EvaluationConfig:
     """Model comparison, baselines and the champion gates."""
@@ -152,13 +161,25 @@ class EvaluationConfig:
     gate_margin: float = option("Test AUC by which a model must beat the best baseline on every task to become"
                                 " champion.", default=0.0)
     fusion_weight_step: float = option("Grid step of the fusion weight w chosen on validation.", default=0.05)
-    gbt_max_iter: int = option("Trees of the gradient-boosted baseline.", default=40)
-    gbt_max_depth: int = option("Depth of the gradient-boosted baseline's trees.", default=4)
+    lr_reg_params: list[float] = option("L2 strengths (regParam) tried for baseline_lr; the best validation AUC"
+                                        " per task wins.", default_factory=_default_lr_reg_params)
+    gbt_grid: list[list[int]] = option("[trees, depth] pairs tried for baseline_gbt; the best validation AUC per"
+                                       " task wins.", default_factory=_default_gbt_grid)
+    ablations: bool = option("Also train and evaluate the sequence-only teacher (propensity finetune) and report the"
+                             " teacher's features-only variant, so the encoder's share is visible.", default=True)
+    bootstrap_rounds: int = option("Bootstrap rounds of the AUC-difference intervals (paired, test snapshot).",
+                                   default=200)
 
     def __post_init__(self) -> None:
         within("evaluation", self, "gate_margin", -1.0, 1.0, low_open=True, high_open=True, example="0.0")
         within("evaluation", self, "fusion_weight_step", 0.0, 0.5, low_open=True)
-        at_least("evaluation", self, 1, "gbt_max_iter", "gbt_max_depth")
+        at_least("evaluation", self, 10, "bootstrap_rounds")
+        if not self.lr_reg_params or any(not 0.0 <= r < 1e6 for r in self.lr_reg_params):
+            raise ConfigError(f"evaluation.lr_reg_params={self.lr_reg_params} must be a non-empty list of numbers"
+                              " >= 0, e.g. [0.001, 0.01]")
+        if not self.gbt_grid or any(len(g) != 2 or min(g) < 1 for g in self.gbt_grid):
+            raise ConfigError(f"evaluation.gbt_grid={self.gbt_grid} must be a non-empty list of [trees, depth]"
+                              " pairs of positive integers, e.g. [[30, 3], [60, 5]]")
 
 
 @dataclass

@@ -21,10 +21,13 @@ from propensity.core.schema import LABEL_COLUMNS, SCORE_COLUMNS, TASKS
 from propensity.core.tables import ensure_table
 from propensity.models.metrics import binary_metrics
 from propensity.stages.evaluation.plots import Curves, calibration_figure, roc_figure
+from propensity.stages.evaluation.segments import COLD_START
 
-#: Columns of a scored frame: the row's key, its labels and one score per task.
+#: Columns of a scored frame: the row's key, its segment flag, its labels and one score per task.
 KEYS = ["split", "snapshot_date", "user_id", "platform"]
-SCORED_COLUMNS = [*KEYS, *LABEL_COLUMNS, *SCORE_COLUMNS.values()]
+SCORED_COLUMNS = [*KEYS, COLD_START, *LABEL_COLUMNS, *SCORE_COLUMNS.values()]
+#: Metric columns of a row besides ``n`` and ``positives``.
+METRICS = ("auc", "pr_auc", "logloss", "ece", "predicted_over_observed")
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -32,23 +35,25 @@ def _none_if_nan(value: float) -> float | None:
 
 
 def metric_rows(scored: pd.DataFrame) -> list[dict[str, Any]]:
-    """Metrics per split, task and platform (plus ``all``) of a pandas frame with labels and scores.
+    """Metrics per split, task, segment (``all``, ``cold_start``) and platform (plus ``all``) of a pandas
+    frame with labels and scores.
 
-    ``scored`` has ``split``, ``snapshot_date``, ``platform``, ``label_<task>`` and ``<task>_score``.
+    ``scored`` has ``split``, ``snapshot_date``, ``platform``, ``cold_start``, ``label_<task>`` and
+    ``<task>_score``.
     """
     rows: list[dict[str, Any]] = []
     for (split, snapshot_date), part in scored.groupby(["split", "snapshot_date"], sort=True):
         for task in TASKS:
             known = part[part[f"label_{task}"].notna()]
-            groups = [(str(p), g) for p, g in known.groupby("platform", sort=True)] + [("all", known)]
-            for platform, g in groups:
-                if g.empty:
-                    continue
-                m = binary_metrics(g[f"label_{task}"].to_numpy(), g[f"{task}_score"].to_numpy())
-                rows.append({"task": task, "platform": platform, "split": split, "snapshot_date": snapshot_date,
-                             "auc": _none_if_nan(m["auc"]), "pr_auc": _none_if_nan(m["pr_auc"]),
-                             "logloss": _none_if_nan(m["logloss"]), "n": int(m["n"]),
-                             "positives": int(m["positives"])})
+            for segment, rows_in in (("all", known), ("cold_start", known[known[COLD_START].astype(bool)])):
+                groups = [(str(p), g) for p, g in rows_in.groupby("platform", sort=True)] + [("all", rows_in)]
+                for platform, g in groups:
+                    if g.empty:
+                        continue
+                    m = binary_metrics(g[f"label_{task}"].to_numpy(), g[SCORE_COLUMNS[task]].to_numpy())
+                    rows.append({"task": task, "platform": platform, "segment": segment, "split": split,
+                                 "snapshot_date": snapshot_date, **{k: _none_if_nan(m[k]) for k in METRICS},
+                                 "n": int(m["n"]), "positives": int(m["positives"])})
     return rows
 
 
@@ -65,7 +70,14 @@ def curves(scored: pd.DataFrame, split: str) -> Curves:
     return out
 
 
+def _label(row: dict[str, Any]) -> str:
+    """``model`` or ``model.variant``, plus ``.cold_start`` for that segment."""
+    label = row["model_name"] if row.get("variant", "full") == "full" else f"{row['model_name']}.{row['variant']}"
+    return label if row.get("segment", "all") == "all" else f"{label}.{row['segment']}"
+
+
 def log_plots(name: str, version: str | None, scored: pd.DataFrame) -> None:
+    """ROC and calibration (reliability) plots of each split into the active MLflow run."""
     label = f"{name} v{version}" if version else name
     for split in SPLITS:
         if not (scored["split"] == split).any():
@@ -76,11 +88,11 @@ def log_plots(name: str, version: str | None, scored: pd.DataFrame) -> None:
                           f"plots/{name}/calibration_{split}.png")
 
 
-def model_metric_rows(name: str, version: str | None, model_uri: str, scored: pd.DataFrame
-                      ) -> list[dict[str, Any]]:
+def model_metric_rows(name: str, version: str | None, model_uri: str, scored: pd.DataFrame,
+                      variant: str = "full") -> list[dict[str, Any]]:
     """Metric rows of one model's scored rows (see :func:`metric_rows`); its plots go to the active run."""
-    log_plots(name, version, scored)
-    common = {"model_name": name, "model_version": version, "model_uri": model_uri}
+    log_plots(name if variant == "full" else f"{name}.{variant}", version, scored)
+    common = {"model_name": name, "model_version": version, "model_uri": model_uri, "variant": variant}
     return [{**common, **r} for r in metric_rows(scored)]
 
 
@@ -97,8 +109,9 @@ def write_evaluations(spark: SparkSession, cfg: Config, rows: list[dict[str, Any
 
 
 def log_summary(rows: list[dict[str, Any]]) -> None:
-    metrics = {f"{r['model_name']}.{r['split']}.{r['task']}.{k}": r[k]
-               for r in rows if r["platform"] == "all" for k in ("auc", "pr_auc", "logloss") if r[k] is not None}
+    """The all-platform metrics of every model as MLflow metrics, and every row as a CSV artifact."""
+    metrics = {f"{_label(r)}.{r['split']}.{r['task']}.{k}": r[k]
+               for r in rows if r["platform"] == "all" for k in ("auc", *METRICS) if r.get(k) is not None}
     mlflow.log_metrics(metrics)
     if rows:
         mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), "evaluation/model_evaluations.csv")

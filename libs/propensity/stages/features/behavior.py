@@ -43,15 +43,15 @@ from pyspark.sql import Column, WindowSpec
 from pyspark.sql import functions as F
 
 from propensity.core.schema import EVENT_TYPES
+from propensity.core.sequence import (
+    AGE_BOUNDS,
+    FIELD_SIZES,
+    GAP_BUCKETS,
+    LONGEST_GAP,
+    PRICE_BOUNDS,
+    TARGET_TYPE,
+)
 from propensity.stages.features.windows import Windows, epoch_seconds
-
-#: Upper bounds of the price buckets p0 .. p8; p9 is everything above.
-PRICE_BOUNDS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
-#: (upper bound in seconds, word) of the gap buckets; longer gaps are ``+4w``.
-GAP_BUCKETS = ((60, "+0m"), (300, "+1m"), (600, "+5m"), (1800, "+10m"), (3600, "+30m"), (7200, "+1h"),
-               (21_600, "+2h"), (43_200, "+6h"), (86_400, "+12h"), (172_800, "+1d"), (345_600, "+2d"),
-               (604_800, "+4d"), (1_209_600, "+1w"), (2_419_200, "+2w"))
-LONGEST_GAP = "+4w"
 
 
 def gap_word(seconds: Column) -> Column:
@@ -89,12 +89,14 @@ def event_word_group(platform: Column, event_type: Column, category: Column, bra
 def recent_events(w: Windows) -> Column:
     """Aggregate expression for ``groupBy("user_id", "platform")``: the history events, sorted oldest first.
 
-    Each event is a struct ``(t, p, r, id, type, category, brand, price)`` whose first four
-    fields are the sort key (time, platform, event type rank, event id).
+    Each event is a struct ``(t, p, r, id, type, category, brand, price, item)`` whose first four
+    fields are the sort key (time, platform, event type rank, event id); the rank is also the
+    event's type id (1..7).
     """
-    rank = F.array_position(F.array(*[F.lit(t) for t in EVENT_TYPES]), F.col("event_type"))
+    rank = F.array_position(F.array(*[F.lit(t) for t in EVENT_TYPES]), F.col("event_type")).cast("int")
     event = F.struct(F.col("event_time").alias("t"), F.col("platform").alias("p"), rank.alias("r"),
-                     F.col("event_id").alias("id"), F.col("event_type").alias("type"), "category", "brand", "price")
+                     F.col("event_id").alias("id"), F.col("event_type").alias("type"), "category", "brand", "price",
+                     F.col("item_id").alias("item"))
     return F.array_sort(F.collect_list(F.when(w.in_history(), event)))
 
 
@@ -127,3 +129,43 @@ def sequence_text(events: Column, w: Windows) -> Column:
 def target_text(sequence: Column, platform: Column) -> Column:
     """The final ``behavior_text``: the sequence followed by ``<target:platform>``."""
     return F.concat(sequence, F.lit(" <target:"), platform, F.lit(">"))
+
+
+def hashed_id(value: Column, field: str) -> Column:
+    """The id of a hashed field's value: ``1 + pmod(xxhash64(value), size - 1)``; 0 when the value is NULL."""
+    size = FIELD_SIZES[field]
+    return F.when(value.isNull(), F.lit(0)).otherwise(F.pmod(F.xxhash64(value), F.lit(size - 1)) + 1).cast("int")
+
+
+def bucket_id(value: Column, bounds: tuple[float, ...]) -> Column:
+    """1 + the number of ``bounds`` at or below ``value`` (1 .. len(bounds) + 1); 0 when NULL or negative."""
+    expr = F.when(value.isNull() | (value < 0), F.lit(0))
+    for i, bound in enumerate(bounds):
+        expr = expr.when(value < bound, F.lit(i + 1))
+    return expr.otherwise(F.lit(len(bounds) + 1)).cast("int")
+
+
+_GAP_BOUNDS = tuple(float(b) for b, _ in GAP_BUCKETS)
+
+
+def sequence_ids(events: Column, w: Windows, platform: Column) -> Column:
+    """``event_ids`` (see :mod:`propensity.core.sequence`) of a sorted, non-empty event array and the row's
+    target ``platform``.
+
+    :param events: a column reference (it is read once per element).
+    """
+    t = epoch_seconds(w.snapshot_date)
+
+    def ids(e: Column, i: Column) -> Column:
+        gap = F.unix_seconds(e["t"]) - F.unix_seconds(events[i - 1]["t"])
+        return F.array(
+            e["r"], hashed_id(e["p"], "platform"), hashed_id(value_word(e["category"], "c"), "category"),
+            hashed_id(value_word(e["brand"], "b"), "brand"), bucket_id(e["price"], PRICE_BOUNDS),
+            hashed_id(F.when(e["item"].isNotNull(), F.concat(e["p"], F.lit(":"), e["item"])), "item"),
+            F.when(i == 0, F.lit(0)).otherwise(bucket_id(gap, _GAP_BOUNDS)),
+            bucket_id(F.lit(t) - F.unix_seconds(e["t"]), AGE_BOUNDS))
+
+    recency = F.lit(t) - F.unix_seconds(F.element_at(events, -1)["t"])
+    target = F.array(F.lit(TARGET_TYPE), hashed_id(platform, "platform"), F.lit(0), F.lit(0), F.lit(0), F.lit(0),
+                     bucket_id(recency, _GAP_BOUNDS), F.lit(0))
+    return F.concat(target, F.flatten(F.transform(events, ids)))

@@ -21,9 +21,18 @@ from pyspark.sql import functions as F
 
 from propensity.core.config import Config
 from propensity.core.datasets import SnapshotPlan, event_date_range, labelled_snapshots
+from propensity.core.schema import TEXT_COLUMN
+from propensity.core.sequence import SEQUENCE_COLUMN
 from propensity.core.tables import ensure_table, require_table
 from propensity.stages.features.aggregates import feature_columns, is_eligible, platform_aggregates, user_aggregates
-from propensity.stages.features.behavior import newest, recent_events, sequence_text, target_text, user_events
+from propensity.stages.features.behavior import (
+    newest,
+    recent_events,
+    sequence_ids,
+    sequence_text,
+    target_text,
+    user_events,
+)
 from propensity.stages.features.labels import label_aggregates, label_columns
 from propensity.stages.features.windows import Windows
 
@@ -62,7 +71,8 @@ def build_training_examples(spark: SparkSession, events: DataFrame, cfg: Config,
     sequence = eligible.withColumn("_sequence", newest(F.col("_user_events"), max_events))
     return sequence.select(
         F.lit(snapshot_date).alias("snapshot_date"), "user_id", "platform",
-        target_text(sequence_text(F.col("_sequence"), w), F.col("platform")).alias("behavior_text"),
+        target_text(sequence_text(F.col("_sequence"), w), F.col("platform")).alias(TEXT_COLUMN),
+        sequence_ids(F.col("_sequence"), w, F.col("platform")).alias(SEQUENCE_COLUMN),
         *feature_columns(w), *label_columns(with_labels),
     )
 

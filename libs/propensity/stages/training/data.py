@@ -1,7 +1,7 @@
 """Spark side of training: rows tokenised and handed to the train function through petastorm.
 
 - :func:`feature_stats`: normalisation statistics of the train rows (computed in Spark);
-- :func:`mlm_frame` / :func:`finetune_frame`: the array columns the train functions read;
+- :func:`pretrain_frame` / :func:`finetune_frame`: the array columns the train functions read;
 - :func:`converters`: petastorm converters (cached Parquet under ``storage.root``) as
   :class:`~propensity.stages.training.loaders.DataSource` objects, deleted afterwards.
 """
@@ -18,8 +18,10 @@ from pyspark.sql import functions as F
 
 from propensity.core.config import Config
 from propensity.core.errors import DataNotReadyError
-from propensity.core.schema import LABEL_COLUMNS, TEXT_COLUMN
+from propensity.core.schema import LABEL_COLUMNS
+from propensity.core.sequence import SEQUENCE_COLUMN
 from propensity.models.network import FeatureStats
+from propensity.models.sequence import events_in, fixed_positions
 from propensity.stages.training.loaders import DataSource
 
 log = logging.getLogger(__name__)
@@ -51,28 +53,29 @@ def feature_stats(df: DataFrame, columns: Sequence[str]) -> FeatureStats:
                         std=[float(row[f"s{i}"] or 1.0) for i in range(len(columns))])
 
 
-def mlm_frame(tokenized: DataFrame) -> DataFrame:
-    """The columns pretraining reads."""
-    return tokenized.select("input_ids", "attention_mask")
+def pretrain_frame(rows: DataFrame, positions: int) -> DataFrame:
+    """The column pretraining reads: ``event_ids`` cut or padded to ``positions``."""
+    return rows.select(fixed_positions(F.col(SEQUENCE_COLUMN), positions).alias(SEQUENCE_COLUMN))
 
 
-def texts_of(df: DataFrame) -> DataFrame:
-    """The non-empty ``behavior_text`` values of ``df``."""
-    return df.where(F.length(TEXT_COLUMN) > 0).select(TEXT_COLUMN)
+def with_events(df: DataFrame) -> DataFrame:
+    """Rows whose sequence holds at least one event."""
+    return df.where(events_in(F.col(SEQUENCE_COLUMN)) > 0)
 
 
-def finetune_frame(tokenized: DataFrame, feature_columns: Sequence[str],
+def finetune_frame(rows: DataFrame, feature_columns: Sequence[str], positions: int,
                    teacher_logit_columns: Sequence[str] = ()) -> DataFrame:
-    """Token arrays, the raw ``features`` (FLOAT array), ``labels`` (NULL as 0) and ``label_mask`` (1: known);
-    with ``teacher_logit_columns`` (one per task, in task order) also ``teacher_logits`` for distillation."""
+    """``event_ids`` (``positions`` of them), the raw ``features`` (FLOAT array; empty without feature columns),
+    ``labels`` (NULL as 0) and ``label_mask`` (1: known); with ``teacher_logit_columns`` (one per task, in task
+    order) also ``teacher_logits`` for distillation."""
     features = F.array(*[F.coalesce(F.col(c).cast("float"), F.lit(float("nan")).cast("float"))
-                         for c in feature_columns])
+                         for c in feature_columns]).cast("array<float>")
     labels = F.array(*[F.coalesce(F.col(c).cast("float"), F.lit(0.0).cast("float")) for c in LABEL_COLUMNS])
     known = F.array(*[F.when(F.col(c).isNull(), 0.0).otherwise(1.0).cast("float") for c in LABEL_COLUMNS])
     extra = [F.array(*[F.col(c).cast("float") for c in teacher_logit_columns]).alias("teacher_logits")
              ] if teacher_logit_columns else []
-    return tokenized.select("input_ids", "attention_mask", features.alias("features"), labels.alias("labels"),
-                            known.alias("label_mask"), *extra)
+    return rows.select(fixed_positions(F.col(SEQUENCE_COLUMN), positions).alias(SEQUENCE_COLUMN),
+                       features.alias("features"), labels.alias("labels"), known.alias("label_mask"), *extra)
 
 
 def petastorm_cache_url(cfg: Config) -> str:

@@ -3,7 +3,7 @@
 The teacher (``distill.teacher_uri``, pinned to the version it points at now) scores the
 labelled train rows once in Spark (:func:`~propensity.models.spark_scoring.score_frame`); its
 logits travel with the rows into the petastorm cache, so no epoch recomputes them. The
-student is a new encoder of the ``student`` section's size over the teacher's tokenizer, with
+student is a new encoder of the ``student`` section's size (it reads the newest events only), with
 the same wide-and-deep heads, trained through the same TorchDistributor path as the teacher
 on :func:`~propensity.models.network.distillation_loss` (``distill.alpha``,
 ``distill.temperature``), on every platform with all its weights trained. It is logged as a
@@ -76,13 +76,13 @@ def run_distill(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = No
                                "distill.validation_snapshot": plan.validation.isoformat(),
                                "distill.rows": rows.train.count()})
             log_resolved_config(cfg)
-            spec = FitSpec("distill", cfg.student, NewEncoder(cfg.student, teacher.tokenizer_dir),
+            spec = FitSpec("distill", cfg.student, NewEncoder(cfg.student),
                            checkpoint_dir(cfg, "student", "distill", run.info.run_id), distillation, run.info.run_id)
             outcome = fit_heads(spark, cfg, soft, spec)
             log_selection("distill", outcome)
             mlflow.log_metric("distill_samples_per_s", float(outcome.result["samples_per_s"]))
-            example = input_example((rows.validation or rows.train).limit(5).toPandas(), list(FEATURE_COLUMNS))
-            version = log_pyfunc_model(outcome.model_dir, teacher.tokenizer_dir, outcome.stats_path, example,
+            example = input_example(rows.example(), list(FEATURE_COLUMNS))
+            version = log_pyfunc_model(outcome.model_dir, outcome.stats_path, example,
                                        registered_name(cfg, STUDENT_MODEL_NAME))
     log.info("registered %s version %s (distilled from %s)", version.name, version.version, teacher.version.model_uri)
     return version

@@ -13,7 +13,10 @@ features and keeps it (:mod:`~propensity.stages.training.wide`); after each epoc
 task's deep part gets a weight in [0, 1] chosen on validation, and the starting point
 competes with every epoch for "best on validation".
 The result is logged as a pyfunc model and registered as ``propensity_teacher`` (a new
-version each run).
+version each run). With ``evaluation.ablations`` a second teacher is trained the same way but
+without the aggregate features and registered as ``propensity_teacher_sequence_only``:
+``propensity evaluate`` reports it next to the teacher's features-only part, so a user sees
+what the encoder adds on their own data.
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ from propensity.core.errors import DataNotReadyError
 from propensity.core.schema import FEATURE_COLUMNS
 from propensity.core.tracking import checkpoint_dir, log_params, log_resolved_config, setup_mlflow
 from propensity.models.pyfunc import input_example, log_pyfunc_model
-from propensity.models.registry import TEACHER_MODEL_NAME, RegisteredModelVersion, registered_name
+from propensity.models.registry import (
+    SEQUENCE_ONLY_MODEL_NAME,
+    TEACHER_MODEL_NAME,
+    RegisteredModelVersion,
+    registered_name,
+)
 from propensity.stages.training.fit import FitOutcome, FitSpec, fit_heads, log_selection, training_rows
 from propensity.stages.training.start import PretrainedEncoder, find_pretrained
 
@@ -60,7 +68,6 @@ def _log_run_inputs(cfg: Config, plan: SnapshotPlan, start: PretrainedEncoder, s
                        "finetune.test_snapshot": plan.test.isoformat(),
                        "finetune.sources": ",".join(sources) or "all", "finetune.encoder": str(start.encoder_dir)})
     log_resolved_config(cfg)
-    mlflow.log_artifacts(str(start.tokenizer_dir), "tokenizer")
 
 
 def run_finetune(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = None) -> RegisteredModelVersion:
@@ -85,10 +92,30 @@ def run_finetune(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = N
             outcome = _adapt(spark, cfg, plan, outcome, run.info.run_id)
             log_selection("adapt", outcome)
         mlflow.log_metric("finetune_samples_per_s", float(outcome.result["samples_per_s"]))
-        example = input_example((rows.validation or rows.train).limit(5).toPandas(), list(FEATURE_COLUMNS))
-        version = log_pyfunc_model(outcome.model_dir, start.tokenizer_dir, outcome.stats_path, example,
+        example = input_example(rows.example(), list(FEATURE_COLUMNS))
+        version = log_pyfunc_model(outcome.model_dir, outcome.stats_path, example,
                                    registered_name(cfg, TEACHER_MODEL_NAME))
     log.info("registered %s version %s (run %s)", version.name, version.version, version.run_id)
+    if cfg.evaluation.ablations:
+        _sequence_only(spark, cfg, plan, start, sources)
+    return version
+
+
+def _sequence_only(spark: SparkSession, cfg: Config, plan: SnapshotPlan, start: PretrainedEncoder,
+                   sources: list[str]) -> RegisteredModelVersion:
+    """The ablation: the teacher trained the same way without aggregate features, registered on its own."""
+    with (training_rows(spark, cfg, plan, sources) as rows,
+          mlflow.start_run(run_name="teacher-sequence-only", tags={"stage": "finetune", "model": "teacher",
+                                                                   "variant": "sequence_only"}) as run):
+        log_params("training", cfg.training.to_dict())
+        out = checkpoint_dir(cfg, "teacher", "sequence_only", run.info.run_id)
+        outcome = fit_heads(spark, cfg, rows, FitSpec("sequence_only", cfg.teacher, start, out, run_id=run.info.run_id,
+                                                      with_features=False))
+        log_selection("sequence_only", outcome)
+        example = input_example(rows.example(), [])
+        version = log_pyfunc_model(outcome.model_dir, outcome.stats_path, example,
+                                   registered_name(cfg, SEQUENCE_ONLY_MODEL_NAME))
+    log.info("registered %s version %s (the sequence-only ablation)", version.name, version.version)
     return version
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from propensity.core.config import Config, ModelSettings
@@ -28,8 +29,8 @@ from propensity.core.datasets import SnapshotPlan, examples, labelled, sample_ro
 from propensity.core.errors import DataNotReadyError
 from propensity.core.schema import FEATURE_COLUMNS, TASKS
 from propensity.core.tracking import tracking_uri
-from propensity.models.network import FeatureStats
-from propensity.models.tokenizer import tokenize_column
+from propensity.models.encoder import encoder_positions
+from propensity.models.network import FeatureStats, read_model_meta
 from propensity.stages.training import data
 from propensity.stages.training.distributed import run_distributed
 from propensity.stages.training.start import ContinueFrom, NewEncoder, PretrainedEncoder, Start
@@ -55,17 +56,28 @@ class TrainingRows:
     validation: DataFrame | None
     wide: DataFrame | None = None
 
+    @property
+    def for_wide(self) -> DataFrame:
+        """The rows the wide regressions are fitted on."""
+        return self.wide if self.wide is not None else self.train
+
+    def example(self, rows: int = 5) -> pd.DataFrame:
+        """A few rows (validation ones when there are) for a logged model's input example."""
+        return (self.validation if self.validation is not None else self.train).limit(rows).toPandas()
+
 
 @dataclass(frozen=True)
 class FitSpec:
     """What one fine-tuning run trains.
 
     :param stage: name of the run's MLflow metrics (``<stage>_val_auc_purchase``) and params.
-    :param size: the encoder size section (its ``max_length`` and ``head_hidden_size`` apply).
+    :param size: the model size section (its ``head_hidden_size``; a new encoder's size, the positions of
+        every model come from its encoder).
     :param start: where the weights start.
     :param out_dir: rank 0 writes ``out_dir/model`` and ``out_dir/feature_stats.json``.
     :param distillation: train on the teacher's logits (``teacher_logit_<task>`` columns of the train rows).
     :param run_id: MLflow run that rank 0 logs per-epoch metrics to.
+    :param with_features: False: the sequence-only model (no aggregate features, no wide part).
     """
 
     stage: str
@@ -74,6 +86,7 @@ class FitSpec:
     out_dir: Path
     distillation: Distillation | None = None
     run_id: str | None = None
+    with_features: bool = True
 
 
 @dataclass
@@ -82,14 +95,13 @@ class FitOutcome:
 
     model_dir: Path
     stats_path: Path
-    tokenizer_dir: Path
     result: dict[str, Any]
     #: per task, the C of the logistic regression the head started from (empty: continued from a model)
     wide_c: dict[str, float] = field(default_factory=dict)
 
     def continued(self) -> ContinueFrom:
         """A starting point that trains this model further."""
-        return ContinueFrom(self.model_dir, self.tokenizer_dir, FeatureStats.from_json(self.stats_path.read_text()))
+        return ContinueFrom(self.model_dir, FeatureStats.from_json(self.stats_path.read_text()))
 
 
 TEACHER_LOGITS = tuple(f"teacher_logit_{t}" for t in TASKS)
@@ -98,18 +110,16 @@ TEACHER_LOGITS = tuple(f"teacher_logit_{t}" for t in TASKS)
 def fit_heads(spark: SparkSession, cfg: Config, rows: TrainingRows, spec: FitSpec) -> FitOutcome:
     """Fine-tune on ``rows`` through TorchDistributor into ``spec.out_dir`` (see the module docstring)."""
     train = cfg.training
-    continuing = isinstance(spec.start, ContinueFrom)
-    stats = spec.start.stats if isinstance(spec.start, ContinueFrom) else data.feature_stats(rows.train,
-                                                                                                FEATURE_COLUMNS)
-    wide = None if continuing else logistic_start(rows.wide or rows.train, stats, train.seed, rows.validation)
+    columns = FEATURE_COLUMNS if spec.with_features else ()
+    stats = spec.start.stats if isinstance(spec.start, ContinueFrom) else data.feature_stats(rows.train, columns)
+    fresh_heads = not isinstance(spec.start, ContinueFrom) and bool(stats.columns)
+    wide = logistic_start(rows.for_wide, stats, train.seed, rows.validation) if fresh_heads else None
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     stats_path = spec.out_dir / STATS_FILE
     stats_path.write_text(stats.to_json())
-    tokenizer = str(spec.start.tokenizer_dir)
-    frames = [data.finetune_frame(tokenize_column(rows.train, tokenizer, spec.size.max_length), stats.columns,
-                                  TEACHER_LOGITS if spec.distillation else ()),
-              None if rows.validation is None else
-              data.finetune_frame(tokenize_column(rows.validation, tokenizer, spec.size.max_length), stats.columns)]
+    positions = _positions(spec.start)
+    frames = [data.finetune_frame(rows.train, stats.columns, positions, TEACHER_LOGITS if spec.distillation else ()),
+              None if rows.validation is None else data.finetune_frame(rows.validation, stats.columns, positions)]
     target = MlflowTarget(tracking_uri(cfg), spec.run_id) if spec.run_id else None
     with data.converters(spark, cfg, frames, train.num_processes, train.seed) as (source, val_source):
         if source is None:  # pragma: no cover - the train frame is never None
@@ -119,11 +129,20 @@ def fit_heads(spark: SparkSession, cfg: Config, rows: TrainingRows, spec: FitSpe
             head_hidden_size=spec.size.head_hidden_size,
             train=train, data=source, validation=val_source, out_dir=str(spec.out_dir), epochs=train.epochs,
             transfer_mode=train.transfer_mode, mlflow=target, stage=spec.stage, wide_init=wide,
-            distillation=spec.distillation, extra_meta={"max_length": spec.size.max_length, "stage": spec.stage},
+            distillation=spec.distillation, extra_meta={"max_length": positions, "stage": spec.stage},
             **_job_start(spec.start))
         result = run_distributed(finetune_fn, job, train)
-    return FitOutcome(spec.out_dir / MODEL_DIR, stats_path, spec.start.tokenizer_dir, result,
+    return FitOutcome(spec.out_dir / MODEL_DIR, stats_path, result,
                       {t: float(fit["c"]) for t, fit in (wide or {}).items()})
+
+
+def _positions(start: Start) -> int:
+    """Positions of the model that grows from ``start`` (what its rows are cut or padded to)."""
+    if isinstance(start, PretrainedEncoder):
+        return encoder_positions(start.encoder_dir)
+    if isinstance(start, ContinueFrom):
+        return int(read_model_meta(start.model_dir)["bert_config"]["max_position_embeddings"])
+    return start.size.max_length
 
 
 def _job_start(start: Start) -> dict[str, Any]:

@@ -20,16 +20,16 @@ import numpy as np
 
 from propensity.core.config import ModelSettings, TeacherSettings, TrainSettings
 from propensity.core.schema import FEATURE_COLUMNS
+from propensity.core.sequence import EVENT_FIELDS, FIELD_SIZES, SEQUENCE_COLUMN, TARGET_TYPE
 from propensity.stages.training.loaders import DataSource
 
 #: Named model sizes: the CPU default and bert-base.
 SIZES = {
     "base": TeacherSettings(),
-    "bert-base": TeacherSettings(vocab_size=30000, hidden_size=768, num_layers=12, num_heads=12,
-                                 intermediate_size=3072, max_length=512, head_hidden_size=256),
+    "bert-base": TeacherSettings(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+                                 max_length=256, head_hidden_size=256),
 }
 N_FEATURES = len(FEATURE_COLUMNS)
-SPECIAL_IDS = [0, 1, 2, 3, 4]
 
 
 def _write(path: Path, columns: dict[str, np.ndarray], files: int) -> str:
@@ -46,32 +46,32 @@ def _write(path: Path, columns: dict[str, np.ndarray], files: int) -> str:
 
 
 def synthetic_rows(rows: int, model: ModelSettings, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random full-length token rows, features and labels (a third of the click labels unknown)."""
+    """Random full-length event sequences, features and labels (a third of the click labels unknown)."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(len(SPECIAL_IDS), model.vocab_size, size=(rows, model.max_length), dtype=np.int32)
-    ids[:, 0], ids[:, -1] = 2, 3
+    ids = np.stack([rng.integers(1, FIELD_SIZES[f], size=(rows, model.max_length), dtype=np.int32)
+                    for f in EVENT_FIELDS], axis=2)
+    ids[:, 0, :] = 0
+    ids[:, 0, 0] = TARGET_TYPE
     labels = rng.integers(0, 2, size=(rows, 3)).astype(np.float32)
     known = np.ones_like(labels)
     known[::3, 1] = 0.0
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids),
-            "features": rng.normal(size=(rows, N_FEATURES)).astype(np.float32), "labels": labels,
-            "label_mask": known}
+    return {SEQUENCE_COLUMN: ids.reshape(rows, -1), "features": rng.normal(size=(rows, N_FEATURES)).astype(np.float32),
+            "labels": labels, "label_mask": known}
 
 
 def write_job(kind: str, out_dir: Path, rows: int, model: ModelSettings, train: TrainSettings) -> Path:
     """Write Parquet rows and ``job.json`` for :mod:`propensity.stages.training.train_fn`; returns the JSON path."""
-    from propensity.models.network import bert_config
+    from propensity.models.encoder import bert_config
     from propensity.stages.training.train_fn import FinetuneJob, PretrainJob, job_to_json
 
     data = synthetic_rows(rows, model, train.seed)
-    columns = data if kind == "finetune" else {k: data[k] for k in ("input_ids", "attention_mask")}
+    columns = data if kind == "finetune" else {SEQUENCE_COLUMN: data[SEQUENCE_COLUMN]}
     source = DataSource(rows=rows, parquet_url=_write(out_dir / "rows", columns, files=8))
-    config = bert_config(model, model.vocab_size).to_dict()
+    config = bert_config(model).to_dict()
     features = [f"f{i}" for i in range(N_FEATURES)]
     job: PretrainJob | FinetuneJob
     if kind == "pretrain":
-        job = PretrainJob(bert_config=config, train=train, data=source, out_dir=str(out_dir / "out"),
-                          special_ids=SPECIAL_IDS, mask_id=4)
+        job = PretrainJob(bert_config=config, train=train, data=source, out_dir=str(out_dir / "out"))
     else:
         job = FinetuneJob(bert_config=config, feature_columns=features,
                           feature_stats={"columns": features, "mean": [0.0] * N_FEATURES, "std": [1.0] * N_FEATURES},

@@ -33,31 +33,36 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from propensity.core.config import TrainSettings
 from propensity.core.schema import TASKS
+from propensity.core.sequence import SEQUENCE_COLUMN, TARGET_PLATFORM
+from propensity.models.calibration import fit_calibration
+from propensity.models.encoder import (
+    EventEncoder,
+    MaskedEventObjective,
+    load_encoder,
+    mask_events,
+    new_encoder_from,
+    positions_of,
+    save_encoder,
+)
 from propensity.models.metrics import log_loss, roc_auc
 from propensity.models.network import (
     FeatureStats,
-    MaskedLMObjective,
     PropensityModel,
     distillation_loss,
     linear_schedule,
     load_model,
-    mask_tokens,
     masked_bce,
     parameter_fingerprint,
     save_model,
 )
 from propensity.stages.training.loaders import Batch, DataSource
-
-if TYPE_CHECKING:
-    from transformers import BertForMaskedLM
-
 
 #: Gradients are clipped to this global norm.
 MAX_GRAD_NORM = 1.0
@@ -78,21 +83,25 @@ class MlflowTarget:
 
 @dataclass
 class PretrainJob:
-    """Masked-language-model pretraining of a ``BertForMaskedLM``.
+    """Masked-event pretraining of an :class:`~propensity.models.encoder.EventEncoder`.
 
-    :param bert_config: ``BertConfig.to_dict()`` of a new model (ignored with ``init_encoder``).
-    :param init_encoder: Hugging Face folder to continue from (a previous ``encoder/`` or a local BERT).
-    :param out_dir: rank 0 writes ``out_dir/encoder`` (``save_pretrained``) and ``out_dir/result.json``.
+    Rows have ``event_ids`` (int arrays of the encoder's positions). Training stops when the validation
+    loss has not improved by ``training.pretrain_min_delta`` for ``training.pretrain_patience`` epochs
+    (or after ``training.pretrain_epochs``); the best epoch's encoder is kept.
+
+    :param bert_config: ``BertConfig.to_dict()`` of a new encoder (ignored with ``init_encoder``).
+    :param init_encoder: one of our encoder folders to continue from.
+    :param init_checkpoint: a local Hugging Face BERT folder whose transformer layers start a new encoder.
+    :param out_dir: rank 0 writes ``out_dir/encoder`` and ``out_dir/result.json``.
     """
 
     bert_config: dict[str, Any]
     train: TrainSettings
     data: DataSource
     out_dir: str
-    special_ids: list[int]
-    mask_id: int
     validation: DataSource | None = None
     init_encoder: str | None = None
+    init_checkpoint: str | None = None
     mlflow: MlflowTarget | None = None
     stage: str = "pretrain"
 
@@ -113,11 +122,11 @@ class Distillation:
 class FinetuneJob:
     """Fine-tuning of a :class:`~propensity.models.network.PropensityModel` on labelled rows.
 
-    Rows have ``input_ids``, ``attention_mask`` (int arrays), ``features`` (raw, float array in
-    ``feature_columns`` order), ``labels`` and ``label_mask`` (float arrays in task order).
-    The weights start from exactly one of ``init_model`` (our model folder, continued: adapting to
-    a target platform), ``init_encoder`` (a pretrained Hugging Face encoder, new heads) and
-    ``bert_config`` (a new encoder with random weights).
+    Rows have ``event_ids`` (int arrays of the model's positions), ``features`` (raw, float array in
+    ``feature_columns`` order; empty for a sequence-only model), ``labels`` and ``label_mask``
+    (float arrays in task order). The weights start from exactly one of ``init_model`` (our model
+    folder, continued: adapting to a target platform), ``init_encoder`` (a pretrained encoder folder,
+    new heads) and ``bert_config`` (a new encoder with random weights).
 
     :param wide_init: per task ``{"weight": [...], "bias": b}`` of a logistic regression on the normalised
         features: new heads start as that regression and keep it (ignored with ``init_model``).
@@ -310,8 +319,11 @@ def _wrap(module: torch.nn.Module, ctx: _Ctx) -> torch.nn.Module:
 
 def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Module, epochs: int,
                   params: list[dict[str, Any]], step_loss: Callable[[torch.nn.Module, Batch], torch.Tensor],
-                  end_of_epoch: Callable[[int, float], None]) -> _Progress:
-    """The shared loop: fixed steps per epoch over an endless shard, AdamW, warm-up + linear decay."""
+                  end_of_epoch: Callable[[int, float], bool]) -> _Progress:
+    """The shared loop: fixed steps per epoch over an endless shard, AdamW, warm-up + linear decay.
+
+    ``end_of_epoch`` returns True to stop early; it must decide the same on every rank (from global sums).
+    """
 
     train = job.train
     steps = _steps_per_epoch(job.data.rows, train.batch_size, ctx.world)
@@ -337,7 +349,8 @@ def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Mod
                 progress.update(epoch, step, float(loss.detach()))
             progress.train_seconds += time.perf_counter() - epoch_start
             loss_sum, n = _global_sum(ctx, total, steps)
-            end_of_epoch(epoch, loss_sum / n)
+            if end_of_epoch(epoch, loss_sum / n):
+                break
     return progress
 
 
@@ -356,77 +369,88 @@ def _to(batch: Batch, ctx: _Ctx, *keys: str) -> list[torch.Tensor]:
 # ----------------------------------------------------------------------------------------------- pretraining
 
 
-def _masked_lm(job: PretrainJob) -> BertForMaskedLM:
-    from transformers import BertConfig, BertForMaskedLM
+def _event_encoder(job: PretrainJob) -> EventEncoder:
+    from transformers import BertConfig
 
     if job.init_encoder:
-        mlm: BertForMaskedLM = BertForMaskedLM.from_pretrained(job.init_encoder)
-        return mlm
-    return BertForMaskedLM(BertConfig.from_dict(job.bert_config))
+        return load_encoder(Path(job.init_encoder))
+    if job.init_checkpoint:
+        return new_encoder_from(BertConfig.from_dict(job.bert_config), Path(job.init_checkpoint))
+    return EventEncoder(BertConfig.from_dict(job.bert_config))
 
 
-def _mlm_validation(ctx: _Ctx, job: PretrainJob, objective: MaskedLMObjective) -> dict[str, float]:
-    """Masked-token loss and accuracy on the validation rows (same masks every epoch)."""
-
+def _mask_validation(ctx: _Ctx, job: PretrainJob, objective: MaskedEventObjective) -> dict[str, float]:
+    """Masked-event loss and item accuracy on the validation rows (the same masks every epoch)."""
     if job.validation is None:
         return {}
     objective.eval()
     generator = torch.Generator().manual_seed(job.train.seed + 7919 * (ctx.rank + 1))
-    loss_sum = correct = tokens = 0.0
-    vocab = int(objective.mlm.config.vocab_size)
+    loss_sum = correct = items = batches = 0.0
     with torch.no_grad(), job.validation.loader(ctx.rank, ctx.world, job.train.batch_size, 1,
                                                 job.train.workers_count, shuffle=False) as dl:
         for batch in dl:
-            masked, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], job.special_ids, job.mask_id,
-                                         vocab, job.train.mask_probability, generator)
+            ids = positions_of(batch[SEQUENCE_COLUMN])
+            masked = mask_events(ids, job.train.mask_probability, generator).masked
             with ctx.autocast():
-                loss, right = objective(masked.to(ctx.device), batch["attention_mask"].to(ctx.device),
-                                        labels.to(ctx.device))
-            n = float((labels != -100).sum())
-            loss_sum, correct, tokens = loss_sum + float(loss) * n, correct + float(right), tokens + n
-    loss_sum, correct, tokens = _global_sum(ctx, loss_sum, correct, tokens)
-    return {"val_loss": loss_sum / max(tokens, 1.0), "val_masked_accuracy": correct / max(tokens, 1.0)}
+                loss, right, known = objective(ids.to(ctx.device), masked.to(ctx.device))
+            loss_sum, batches = loss_sum + float(loss), batches + 1
+            correct, items = correct + float(right), items + float(known)
+    loss_sum, batches, correct, items = _global_sum(ctx, loss_sum, batches, correct, items)
+    return {"val_loss": loss_sum / max(batches, 1.0), "val_masked_item_accuracy": correct / max(items, 1.0)}
+
+
+def flattened(history: list[dict[str, float]], patience: int, min_delta: float) -> bool:
+    """Whether the validation loss has not improved by ``min_delta`` in the last ``patience`` epochs."""
+    losses = [h["val_loss"] for h in history if "val_loss" in h]
+    if len(losses) <= patience:
+        return False
+    return min(losses[-patience:]) > min(losses[:-patience]) - min_delta
 
 
 def pretrain_fn(job: PretrainJob) -> dict[str, Any]:
-    """Masked-language-model pretraining; rank 0 saves ``out_dir/encoder``. Returns rank 0's summary."""
+    """Masked-event pretraining until the validation loss flattens; rank 0 saves the best epoch's encoder
+    to ``out_dir/encoder``. Returns rank 0's summary."""
     from transformers.utils import logging as hf_logging
-
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     ctx = _init_process(job.train)
     try:
         torch.manual_seed(job.train.seed)
-        objective = MaskedLMObjective(_masked_lm(job)).to(ctx.device)
-        vocab = int(objective.mlm.config.vocab_size)
+        objective = MaskedEventObjective(_event_encoder(job)).to(ctx.device)
         generator = torch.Generator().manual_seed(job.train.seed + 1000 * ctx.rank)
         history: list[dict[str, float]] = []
+        best: dict[str, Any] = {"epoch": 0, "loss": math.inf, "state": None}
 
         def step_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-            masked, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], job.special_ids, job.mask_id,
-                                         vocab, job.train.mask_probability, generator)
+            ids = positions_of(batch[SEQUENCE_COLUMN])
+            masked = mask_events(ids, job.train.mask_probability, generator).masked
             with ctx.autocast():
-                loss, _ = model(masked.to(ctx.device), batch["attention_mask"].to(ctx.device), labels.to(ctx.device))
+                loss, _, _ = model(ids.to(ctx.device), masked.to(ctx.device))
             return loss
 
-        def end_of_epoch(epoch: int, train_loss: float) -> None:
-            metrics = {"train_loss": train_loss, **_mlm_validation(ctx, job, objective)}
+        def end_of_epoch(epoch: int, train_loss: float) -> bool:
+            metrics = {"train_loss": train_loss, **_mask_validation(ctx, job, objective)}
             history.append({"epoch": epoch + 1, **metrics})
+            score = metrics.get("val_loss", train_loss)
+            if score < best["loss"]:
+                best.update(epoch=epoch + 1, loss=score, state=copy.deepcopy(objective.encoder.state_dict()))
             if ctx.rank == 0:
                 print(f"[{job.stage}] epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                       flush=True)
                 _log_metrics(job.mlflow, {f"{job.stage}_{k}": v for k, v in metrics.items()}, epoch + 1)
+            return flattened(history, job.train.pretrain_patience, job.train.pretrain_min_delta)
 
         params = _param_groups(objective.named_parameters(), job.train.learning_rate, job.train.weight_decay)
         progress = _train_epochs(ctx, job, objective, job.train.pretrain_epochs, params, step_loss, end_of_epoch)
         result: dict[str, Any] = {"stage": job.stage, "out_dir": job.out_dir, "history": history,
+                                  "best_epoch": best["epoch"], "epochs_run": len(history),
                                   "samples_per_s": progress.samples_per_second(), "world_size": ctx.world,
                                   "rows": job.data.rows, **_device_stats(ctx)}
         if ctx.rank == 0:
-            out = Path(job.out_dir)
-            objective.mlm.save_pretrained(str(out / ENCODER_DIR))
-            (out / "result.json").write_text(json.dumps(result, indent=1))
+            objective.encoder.load_state_dict(best["state"])
+            save_encoder(objective.encoder.cpu(), Path(job.out_dir) / ENCODER_DIR)
+            (Path(job.out_dir) / "result.json").write_text(json.dumps(result, indent=1))
         return dict(_broadcast(ctx, result))
     finally:
         _close(ctx)
@@ -435,19 +459,17 @@ def pretrain_fn(job: PretrainJob) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- fine-tuning
 
 
-def _propensity_model(job: FinetuneJob) -> Any:
-    from transformers import BertConfig, BertModel
-
+def _propensity_model(job: FinetuneJob) -> PropensityModel:
+    from transformers import BertConfig
 
     if job.init_model:
         model = load_model(Path(job.init_model))
         if model.feature_columns != job.feature_columns:
             raise ValueError(f"init_model {job.init_model!r} was trained on other feature columns")
     else:
-        encoder = (BertModel.from_pretrained(job.init_encoder, add_pooling_layer=False) if job.init_encoder
-                   else None)
-        config = encoder.config if encoder is not None else BertConfig.from_dict(job.bert_config)
-        model = PropensityModel(config, job.feature_columns, job.head_hidden_size, encoder=encoder)
+        encoder = (load_encoder(Path(job.init_encoder)) if job.init_encoder
+                   else EventEncoder(BertConfig.from_dict(job.bert_config)))
+        model = PropensityModel(encoder, job.feature_columns, job.head_hidden_size)
     model.normalizer.set_stats(FeatureStats(**job.feature_stats))
     if job.wide_init and not job.init_model:
         model.start_from_logistic(job.wide_init)
@@ -459,20 +481,22 @@ def _propensity_model(job: FinetuneJob) -> Any:
 
 def predict_parts(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device,
                   autocast: Callable[[], AbstractContextManager[Any]] = nullcontext) -> dict[str, np.ndarray]:
-    """Wide and unscaled deep logits, labels and label masks ``(n, 3)`` of every batch (no gradients,
-    eval mode); ``model`` is a :class:`~propensity.models.network.PropensityModel`."""
+    """Wide and unscaled deep logits, labels and label masks ``(n, 3)``, and the target platform ids ``(n,)``
+    of every batch (no gradients, eval mode); ``model`` is a :class:`~propensity.models.network.PropensityModel`."""
     model.eval()
-    parts: dict[str, list[np.ndarray]] = {"wide": [], "deep": [], "labels": [], "label_mask": []}
+    parts: dict[str, list[np.ndarray]] = {"wide": [], "deep": [], "labels": [], "label_mask": [], "platform": []}
     with torch.no_grad():
         for batch in batches:
             with autocast():
-                wide, deep = model.forward_parts(*(batch[k].to(device)  # type: ignore[operator]
-                                                   for k in ("input_ids", "attention_mask", "features")))
+                wide, deep = model.forward_parts(batch[SEQUENCE_COLUMN].to(device),  # type: ignore[operator]
+                                                 batch["features"].to(device))
             parts["wide"].append(wide.float().cpu().numpy())
             parts["deep"].append(deep.float().cpu().numpy())
             parts["labels"].append(batch["labels"].numpy())
             parts["label_mask"].append(batch["label_mask"].numpy())
-    return {k: np.concatenate(v) if v else np.zeros((0, 3), dtype=np.float32) for k, v in parts.items()}
+            parts["platform"].append(batch[SEQUENCE_COLUMN][:, TARGET_PLATFORM].numpy())
+    empty = {"platform": np.zeros(0, dtype=np.int64)}
+    return {k: np.concatenate(v) if v else empty.get(k, np.zeros((0, 3), dtype=np.float32)) for k, v in parts.items()}
 
 
 def choose_deep_scales(wide: np.ndarray, deep: np.ndarray, labels: np.ndarray, label_mask: np.ndarray
@@ -510,22 +534,25 @@ def selection_score(metrics: dict[str, float]) -> float:
     return metrics.get("val_loss", metrics.get("train_loss", math.inf))
 
 
-def _finetune_validation(ctx: _Ctx, job: FinetuneJob, model: torch.nn.Module) -> tuple[dict[str, float],
-                                                                                       dict[str, float]]:
-    """Validation metrics with each task's ``deep_scale`` chosen on these rows, and those scales."""
-
+def _finetune_validation(ctx: _Ctx, job: FinetuneJob, model: torch.nn.Module
+                         ) -> tuple[dict[str, float], dict[str, float], dict[str, np.ndarray]]:
+    """Validation metrics with each task's ``deep_scale`` chosen on these rows, those scales, and the rows'
+    logits, labels, label masks and platform ids (for calibration)."""
     if job.validation is None:
-        return {}, {}
+        return {}, {}, {}
     with job.validation.loader(ctx.rank, ctx.world, job.train.batch_size, 1, job.train.workers_count,
                                shuffle=False) as dl:
         part = predict_parts(model, dl, ctx.device, ctx.autocast)
     parts = _gather(ctx, part)
     merged = {k: np.concatenate([p[k] for p in parts]) for k in part}
     scales = choose_deep_scales(merged["wide"], merged["deep"], merged["labels"], merged["label_mask"])
-    probs = 1.0 / (1.0 + np.exp(-(merged["wide"] + scales * merged["deep"])))
+    logits = merged["wide"] + scales * merged["deep"]
+    probs = 1.0 / (1.0 + np.exp(-logits))
     chosen = {t: float(g) for t, g in zip(TASKS, scales, strict=True)}
     metrics = validation_metrics(probs, merged["labels"], merged["label_mask"])
-    return {**metrics, **{f"val_deep_scale_{t}": g for t, g in chosen.items()}}, chosen
+    rows = {"logits": logits, "labels": merged["labels"], "label_mask": merged["label_mask"],
+            "platform": merged["platform"]}
+    return {**metrics, **{f"val_deep_scale_{t}": g for t, g in chosen.items()}}, chosen, rows
 
 
 def _finetune_params(model: Any, train: TrainSettings) -> list[dict[str, Any]]:
@@ -555,29 +582,30 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
         best: dict[str, Any] = {"epoch": 0, "loss": math.inf, "state": None, "deep_scales": {}}
 
         def step_loss(wrapped: torch.nn.Module, batch: Batch) -> torch.Tensor:
-            ids, mask, feats, labels, known = _to(batch, ctx, "input_ids", "attention_mask", "features", "labels",
-                                                  "label_mask")
+            ids, feats, labels, known = _to(batch, ctx, SEQUENCE_COLUMN, "features", "labels", "label_mask")
             with ctx.autocast():
-                logits = wrapped(ids, mask, feats)
+                logits = wrapped(ids, feats)
             if job.distillation is not None:
                 (teacher,) = _to(batch, ctx, "teacher_logits")
                 return distillation_loss(logits, labels, known, teacher, job.distillation.alpha,
                                          job.distillation.temperature)
             return masked_bce(logits, labels, known)
 
-        def end_of_epoch(epoch: int, train_loss: float) -> None:
+        def end_of_epoch(epoch: int, train_loss: float) -> bool:
             trained = {"train_loss": train_loss} if math.isfinite(train_loss) else {}
-            validated, scales = _finetune_validation(ctx, job, model)
+            validated, scales, rows = _finetune_validation(ctx, job, model)
             metrics = {**trained, **validated}
             history.append({"epoch": epoch + 1, **metrics})
             if ctx.rank != 0:
-                return
+                return False
             print(f"[{job.stage}] epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                   flush=True)
             _log_metrics(job.mlflow, {f"{job.stage}_{k}": v for k, v in metrics.items()}, epoch + 1)
             score = selection_score(metrics)
             if best["state"] is None or score < best["loss"]:
-                best.update(epoch=epoch + 1, loss=score, state=copy.deepcopy(model.state_dict()), deep_scales=scales)
+                best.update(epoch=epoch + 1, loss=score, state=copy.deepcopy(model.state_dict()), deep_scales=scales,
+                            validation=rows)
+            return False
 
         if job.validation is not None:
             end_of_epoch(-1, math.nan)  # "epoch 0": the starting point is a candidate too
@@ -594,13 +622,25 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
             model.load_state_dict(best["state"])
             model.set_deep_scales(best["deep_scales"])
             result["encoder_fingerprint_after"] = parameter_fingerprint(model.encoder)
-            save_model(model.cpu(), Path(job.out_dir) / MODEL_DIR,
-                       {"best_epoch": best["epoch"], "deep_scales": best["deep_scales"],
-                        "transfer_mode": job.transfer_mode, "encoder_source": job.encoder_source, **job.extra_meta})
+            model_dir = save_model(model.cpu(), Path(job.out_dir) / MODEL_DIR,
+                                   {"best_epoch": best["epoch"], "deep_scales": best["deep_scales"],
+                                    "transfer_mode": job.transfer_mode, "encoder_source": job.encoder_source,
+                                    **job.extra_meta})
+            result["calibration"] = _calibrate(best.get("validation"), model_dir)
             (Path(job.out_dir) / "result.json").write_text(json.dumps(result, indent=1))
         return dict(_broadcast(ctx, result))
     finally:
         _close(ctx)
+
+
+def _calibrate(rows: dict[str, np.ndarray] | None, model_dir: Path) -> dict[str, Any]:
+    """Fit the kept epoch's calibration on its validation rows and save it with the model (none without
+    validation rows); returns each task's slope and shared intercept."""
+    if not rows:
+        return {}
+    calibration = fit_calibration(rows["logits"], rows["labels"], rows["label_mask"], rows["platform"])
+    calibration.save(model_dir)
+    return {t: {"slope": c.slope, "intercept": c.intercept} for t, c in calibration.tasks.items()}
 
 
 # ----------------------------------------------------------------------------------------------- standalone

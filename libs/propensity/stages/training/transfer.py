@@ -44,7 +44,7 @@ ARMS = ("transfer", "target_only")
 
 def test_auc(outcome: FitOutcome, rows: pd.DataFrame) -> dict[str, float]:
     """AUC per task of a saved model on ``rows`` (``training_examples`` columns, NULL labels skipped)."""
-    probs = PropensityPyfunc().load(outcome.model_dir, outcome.tokenizer_dir).predict(None, rows)
+    probs = PropensityPyfunc().load(outcome.model_dir).predict(None, rows)
     out = {}
     for task in TASKS:
         known = rows[f"label_{task}"].notna().to_numpy()

@@ -779,6 +779,11 @@ def _missions(rng: np.random.Generator, world: _World, log: _Log) -> None:
     p_buy = (_MISSION_BUY * persons.buy_prop[m_person] * (0.35 + m_aff)
              * np.exp(-0.6 * persons.price_sens[m_person] * m_target))
     buys = rng.random(n_m) < np.minimum(p_buy, 0.9)
+    # Nobody buys the same durable product twice: a later mission that chose it again does not buy.
+    durable = np.nonzero(buys & ~np.isin(m_sub, [tax.codes.index(code) for code in CONSUMABLES]))[0]
+    durable = durable[np.lexsort((m_start[durable], m_choice[durable], m_person[durable]))]
+    again = (m_person[durable][1:] == m_person[durable][:-1]) & (m_choice[durable][1:] == m_choice[durable][:-1])
+    buys[durable[1:][again]] = False
 
     # Carts of items not bought are abandoned; the shop's are sometimes removed again.
     v_bought = buys[v_mission] & (v_product == m_choice[v_mission])

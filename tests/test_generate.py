@@ -1,4 +1,5 @@
-"""The synthetic world: determinism, raw formats, exact dirt accounting, config, identity, learnability.
+"""The synthetic world: determinism, raw formats, exact dirt accounting, config, identity, learnability, and the
+strength of each behaviour pattern of docs/generator.md.
 
 Every check re-reads the written files with a small parser of its own (the documented raw formats, docs/formats.md
 rules), independent of the generator's code; no Spark needed.

@@ -32,7 +32,8 @@ reflects). No parameter is tuned to what a model can exploit.
 - **consideration**: each mission has one to six candidate items that its sessions view
   again and again. A buying mission buys the candidate looked at most: ``P(candidate) ~
   (1 + views) ** 1.5``, three times that when carted. Whether a mission buys follows the
-  person's buy propensity, affinity to the subcategory and price sensitivity.
+  person's buy propensity, affinity to the subcategory and price sensitivity; nobody buys
+  the same durable product twice.
 - **carts, abandonment and return**: views are carted with a probability that grows with
   the category affinity (more for candidates) and falls with the price for price-sensitive
   persons. Carts of items that are not bought are abandoned (about 70% of carted items),

@@ -750,15 +750,18 @@ def _missions(rng: np.random.Generator, world: _World, log: _Log) -> None:
     s_last_view = v_time[v_first + s_views - 1]
     is_cand = rng.random(n_v) < _CANDIDATE_VIEW
     v_cand = cand_first[v_mission] + (rng.random(n_v) ** _CANDIDATE_SKEW * n_cand[v_mission]).astype(np.int64)
+    v_product = cand_product[v_cand]
+    x = np.nonzero(~is_cand)[0]  # exploring views: the need's subcategory, its top category, other tastes
     top_first = np.searchsorted(tax.top, np.arange(len(tax.tops)))
     top_size = np.bincount(tax.top, minlength=len(tax.tops))
-    need = m_sub[v_mission]
-    same_top = top_first[tax.top[need]] + (rng.random(n_v) * top_size[tax.top[need]]).astype(np.int64)
-    tastes = _sample_rows(rng, persons.pref_cum, v_person)
-    u = rng.random(n_v)
-    explore_sub = np.where(u < _EXPLORE[0], need, np.where(u < _EXPLORE[0] + _EXPLORE[1], same_top, tastes))
-    explored = _sample_near(rng, products, explore_sub, m_target[v_mission])
-    v_product = np.where(is_cand, cand_product[v_cand], explored)
+    x_sub = m_sub[v_mission[x]]
+    u = rng.random(x.size)
+    near = (u >= _EXPLORE[0]) & (u < _EXPLORE[0] + _EXPLORE[1])
+    top = tax.top[x_sub[near]]
+    x_sub[near] = top_first[top] + (rng.random(top.size) * top_size[top]).astype(np.int64)
+    other = u >= _EXPLORE[0] + _EXPLORE[1]
+    x_sub[other] = _sample_rows(rng, persons.pref_cum, v_person[x[other]])
+    v_product[x] = _sample_near(rng, products, x_sub, m_target[v_mission[x]])
     v_item = world.of_product[v_plat, v_product]
     log.events(s_id[v_sess], v_time, v_item, VIEW)
 

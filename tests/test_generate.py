@@ -429,13 +429,13 @@ def test_purchases_follow_repeated_views_of_the_same_item(world: pd.DataFrame) -
     before = before[before["t_view"] < before["t"]]
     looks = before.groupby("index").size().reindex(buys.index, fill_value=0)
     assert len(buys) >= 2000
-    assert (looks >= 2).mean() >= 0.78  # 0.84 (first generator 0.73)
+    assert (looks >= 2).mean() >= 0.78  # 0.83 (first generator 0.73)
     assert (looks >= 3).mean() >= 0.55  # 0.66 (0.43)
     # The more often a person looked at an item, the likelier they bought it.
     per_item = views.groupby(KEY).size().rename("looks").reset_index()
     per_item = per_item.merge(buys[KEY].drop_duplicates().assign(bought=1), on=KEY, how="left").fillna({"bought": 0})
     rate = per_item.groupby(per_item["looks"].clip(upper=4))["bought"].mean()
-    assert rate.is_monotonic_increasing and rate[4] > 8 * rate[1], rate.to_dict()  # 0.012 0.047 0.087 0.19 (similar)
+    assert rate.is_monotonic_increasing and rate[4] > 8 * rate[1], rate.to_dict()  # 0.013 0.045 0.089 0.19 (similar)
     # Pricier needs are considered longer: days from the first look at a durable item to buying it (a consumable's
     # first look may be the purchase one cycle earlier).
     first_look = before.groupby("index")["t_view"].min()
@@ -443,7 +443,7 @@ def test_purchases_follow_repeated_views_of_the_same_item(world: pd.DataFrame) -
     buys = buys[~buys["category"].isin(list(CONSUMABLES))]
     median_price = buys["category"].map(views.groupby("category")["price"].median())
     pricey, cheap = buys.loc[median_price >= 200, "days"], buys.loc[median_price < 50, "days"]
-    assert len(cheap) >= 300 and pricey.median() > 1.3 * cheap.median()  # 2.45 vs 1.60 days (2.9 vs 3.9)
+    assert len(cheap) >= 300 and pricey.median() > 1.3 * cheap.median()  # 2.04 vs 1.36 days (2.9 vs 3.9)
 
 
 def test_carts_are_mostly_abandoned_and_some_bought_on_a_later_visit(world: pd.DataFrame) -> None:
@@ -458,11 +458,11 @@ def test_carts_are_mostly_abandoned_and_some_bought_on_a_later_visit(world: pd.D
     later_day = bought & ((carts["t_buy"] - START_TS) // 86_400 > (carts["t_cart"] - START_TS) // 86_400)
     assert len(carts) >= 3000
     assert 0.6 <= 1 - bought.mean() <= 0.8  # 0.68 abandoned (first generator 0.53)
-    assert later_day.sum() >= 0.3 * bought.sum()  # 47% of the bought ones (53%)
+    assert later_day.sum() >= 0.3 * bought.sum()  # 46% of the bought ones (53%)
     # Abandoned carts are often looked at again on a later day (the person comes back, then drops it or not).
     views = _of_type(world, "view", [*KEY, "t"]).merge(carts[~bought], on=KEY)
     again = views[(views["t"] - START_TS) // 86_400 > (views["t_cart"] - START_TS) // 86_400]
-    assert again[KEY].drop_duplicates().shape[0] >= 0.25 * (~bought).sum()  # 43% (45%)
+    assert again[KEY].drop_duplicates().shape[0] >= 0.25 * (~bought).sum()  # 45% (45%)
 
 
 def test_consumables_are_bought_again_on_a_personal_cycle(world: pd.DataFrame) -> None:
@@ -474,14 +474,14 @@ def test_consumables_are_bought_again_on_a_personal_cycle(world: pd.DataFrame) -
     again = per_item.groupby("consumable")["n"].apply(lambda n: (n >= 2).mean())
     assert again[True] >= 0.1 and again[True] > 4 * again[False], again.to_dict()  # 0.14 vs 0.02 (0.05 vs 0.08)
     gaps = buys[buys["consumable"]].assign(gap=buys.groupby(KEY)["t"].diff() / 86_400).dropna(subset=["gap"])
-    assert len(gaps) >= 100 and 10 <= gaps["gap"].median() <= 30  # 200 gaps, median 16.7 days (16 gaps)
+    assert len(gaps) >= 100 and 10 <= gaps["gap"].median() <= 30  # 193 gaps, median 16.5 days (16 gaps)
     # Regular: most intervals of an item bought three times or more lie near its median interval (0.6-1.5 times it);
     # for the exponential intervals of a Poisson process that share would be 0.31.
     regular = gaps.groupby(KEY)["gap"].agg(["median", "size"])
     regular = regular[regular["size"] >= 2]
     near = gaps.merge(regular.reset_index(), on=KEY)
     near = (near["gap"] >= 0.6 * near["median"]) & (near["gap"] <= 1.5 * near["median"])
-    assert len(regular) >= 20 and near.mean() >= 0.55  # 0.70 over 44 items (2 items)
+    assert len(regular) >= 20 and near.mean() >= 0.55  # 0.70 over 43 items (2 items)
 
 
 def test_linked_persons_research_on_one_platform_and_buy_on_another(world: pd.DataFrame) -> None:
@@ -495,7 +495,7 @@ def test_linked_persons_research_on_one_platform_and_buy_on_another(world: pd.Da
     seen = seen[(seen["platform_view"] != seen["platform"]) & (seen["t_view"] < seen["t"])
                 & (seen["t_view"] >= seen["t"] - 14 * 86_400)]
     assert len(buys) >= 500
-    assert seen["index"].nunique() >= 0.12 * len(buys)  # 23% (first generator 0: no shared products)
+    assert seen["index"].nunique() >= 0.12 * len(buys)  # 20% (first generator 0: no shared products)
     assert seen["platform"].nunique() == 3  # bought on every platform after research elsewhere
 
 
@@ -523,11 +523,11 @@ def test_platforms_are_adopted_late_and_some_accounts_stay_sparse(world: pd.Data
     first = linked.groupby(["person", "platform"])["t"].min().rename("first").reset_index()
     first["person_first"] = first["person"].map(linked.groupby("person")["t"].min())
     late = first["first"] >= first["person_first"] + 14 * 86_400
-    assert late.mean() >= 0.11  # 0.13 (first generator 0.08)
+    assert late.mean() >= 0.11  # 0.17 (first generator 0.08)
     # At a snapshot: (person, platform) rows with one to three events in the lookback and history on another platform.
     t_day = PATTERN_DAYS // 2
     past = linked[(linked["day"] >= t_day - 30) & (linked["day"] < t_day)]
     rows = past.groupby(["person", "platform"]).size().rename("n").reset_index()
     rows["elsewhere"] = rows["person"].map(rows.groupby("person")["n"].sum()) - rows["n"]
     cold = rows[(rows["n"] <= 3) & (rows["elsewhere"] > 0)]
-    assert len(cold) >= 0.025 * len(rows)  # 17 of 296 rows, 5.7% (1.1%)
+    assert len(cold) >= 0.025 * len(rows)  # 20 of 274 rows, 7.3% (1.1%)

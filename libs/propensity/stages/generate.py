@@ -137,7 +137,7 @@ _ADS_PIDS = ("430548_1007", "430539_1007")
 # tuned to what a model can exploit (docs/generator.md).
 
 # Platforms and adoption.
-_SECONDARY_USE = (0.25, 1.25)  # usage multiplier of a secondary platform: LogNormal(ln a, b) (the main one: 1)
+_SECONDARY_USE = (0.2, 1.5)  # usage multiplier of a secondary platform: LogNormal(ln a, b) (the main one: 1)
 _LATE_MAIN, _LATE_SECONDARY = 0.10, 0.4  # share of accounts opened partway through the history
 _TRIAL = 0.3  # share of late secondary accounts given up again 1-10 days after opening
 _PRICE_SPREAD = 0.06  # sd of a platform's log price of a product around its list price

@@ -494,8 +494,7 @@ def _make_catalog(rng: np.random.Generator, tax: _Taxonomy, spec: _PlatformSpec,
     n_sub = len(tax.codes)
     n_all = products.subcat.size
     product = np.nonzero((rng.random(n_all) < spec.carry) | products.best)[0].astype(np.int64)
-    n = int(min(product.size, spec.item_high - spec.item_low))
-    product = product[:n]
+    n = product.size  # at most 80,000: every platform's item id range is larger
     subcat = products.subcat[product]
     price = np.round(np.maximum(products.price[product] * np.exp(rng.normal(0.0, _PRICE_SPREAD, size=n)), 1.0), 2)
     z_price = (np.log(price) - tax.log_mu[subcat]) / tax.log_sigma[subcat]

@@ -1,21 +1,54 @@
 """Synthetic multi-platform e-commerce world, written as raw CSV feeds in public formats.
 
 The world is a set of *persons* with latent tastes and habits. Each person uses one to
-three platforms (``shop``, ``app``, ``market``) under a different user id on each, and
-each platform has its own catalog over one shared category taxonomy. Behaviour is
-simulated day by day:
+three platforms (``shop``, ``app``, ``market``) under a different user id on each. One
+product universe over one category taxonomy is sold on all of them: each platform sells a
+share of the products (every subcategory's best seller everywhere) under its own item ids
+and at its own price (a few percent around the list price); titles and brands match, so
+the same product can be recognised across platforms. Behaviour is simulated day by day;
+the parameters are the ``_UPPER_CASE`` constants and :data:`_PLATFORMS` below, and
+``docs/generator.md`` gives each pattern's reason (what public data or well-known facts it
+reflects). No parameter is tuned to what a model can exploit.
 
-- **sessions**: per (person, platform, day) a Poisson number of sessions whose rate is the
-  person's activity times a platform multiplier, a weekend bump, and a *fade* that drops
-  the activity linearly to zero over one to two weeks before the person's churn moment;
-  after churn there are no events at all. About 40% of persons churn inside the history
-  (the same day on all their platforms); some accounts also churn on one platform only.
-- **views** mostly in the person's preferred (Dirichlet) categories, around one focus
-  category per session; items within a category follow a Zipf popularity.
-- **carts** with a probability that grows with the category affinity and falls with the
-  item's price for price-sensitive persons; carts are removed sometimes (shop), favourites
-  happen on the app; carted items convert to **purchases** in the same session or a few
-  days later (a return visit: view, then purchase), less often for pricey items.
+- **usage and churn** (kept from the first generator): per (person, platform, day) an
+  expected number of sessions: the person's activity times a platform rate and an account
+  multiplier, a weekend bump, and a *fade* that drops it linearly to zero over one to two
+  weeks before the churn moment; after churn there are no events at all. About 40% of
+  persons churn inside the history (the same day on all their platforms); some accounts
+  also churn on one platform only.
+- **main and secondary platforms, adoption**: the first-ranked platform is the person's
+  main one; a secondary one is used far less on average, with a heavy tail of accounts
+  visited only now and then. 40% of secondary accounts (10% of main ones) open partway
+  through the history, and 30% of those late ones are given up again after a trial of
+  1-10 days. Together with bounce sessions (25-35% of sessions have one view) this gives
+  accounts with one to three events on a platform and a history on another: cold starts.
+- **sessions of one intent** (shopping missions): a person's sessions come in missions,
+  one need each: a subcategory drawn from their tastes and a price point around their
+  usual level. A mission has ``1 + Poisson(extra)`` sessions, more for pricier
+  subcategories, later the same day or a few days apart, mostly on the platform it began
+  on. Half of a session's views go to the mission's candidates, the rest explore: 70%
+  the same subcategory, 12% another of the same top category, 18% the person's other
+  tastes; items are drawn by (Zipf) popularity, the nearest to the price point of three.
+- **consideration**: each mission has one to six candidate items that its sessions view
+  again and again. A buying mission buys the candidate looked at most: ``P(candidate) ~
+  (1 + views) ** 1.5``, three times that when carted. Whether a mission buys follows the
+  person's buy propensity, affinity to the subcategory and price sensitivity; nobody buys
+  the same durable product twice.
+- **carts, abandonment and return**: views are carted with a probability that grows with
+  the category affinity (more for candidates) and falls with the price for price-sensitive
+  persons. Carts of items that are not bought are abandoned (about 70% of carted items),
+  some removed again on the shop; favourites happen on the app. A bought item is carted in
+  the purchase session, or in an earlier visit and bought on return (an earlier session
+  of the mission, or a return visit ``Geometric(0.35)`` days later: view, purchase);
+  some purchases skip the cart (the app's and the market's "buy now").
+- **cross-platform purchase**: the purchase of a mission is made on another platform of the
+  person (the cheapest active one selling the product) with a platform's switch rate (app
+  40%, shop 20%, market 15%): a short visit there straight to the item, cart, purchase.
+- **replenishment**: regular buyers of a consumable (:data:`CONSUMABLES`: coffee, tea, pet
+  food, litter, detergent, paper, skincare, makeup; the chance grows with the affinity)
+  repurchase their item (85%; else another of the subcategory) on a personal cycle around
+  the subcategory's median (2-6 weeks, sd 25% between persons, 12% between intervals),
+  skipping 10% of due purchases, on the platform they use most, in a short session.
 - **ads** (app only): impressions during app sessions, partly targeted at the person's
   tastes; ``P(click) = sigmoid(base + k * affinity(person, ad category) + person bias)``,
   so clicks are predictable from past views on any platform.
@@ -43,10 +76,11 @@ import numpy.typing as npt
 
 from propensity.core.errors import UsageError
 
-__all__ = ["BAD_ROW_KINDS", "TAXONOMY", "GeneratedFeeds", "generate_feeds"]
+__all__ = ["BAD_ROW_KINDS", "CONSUMABLES", "TAXONOMY", "GeneratedFeeds", "generate_feeds"]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 DAY_S = 86_400
 
@@ -62,6 +96,9 @@ TAXONOMY: dict[str, list[tuple[str, float]]] = {
     "beauty": [("perfume", 65.0), ("skincare", 24.0), ("makeup", 16.0)],
     "auto": [("accessories", 32.0), ("tires", 125.0)],
     "construction": [("tools", 85.0), ("paint", 26.0)],
+    "pets": [("food", 28.0), ("litter", 14.0)],
+    "household": [("detergent", 12.0), ("paper", 9.0)],
+    "grocery": [("coffee", 11.0), ("tea", 7.0)],
 }
 
 BRANDS: dict[str, list[str]] = {
@@ -75,6 +112,16 @@ BRANDS: dict[str, list[str]] = {
     "beauty": ["loreal", "nivea", "maybelline", "garnier", "dior"],
     "auto": ["michelin", "continental", "castrol", "bosch"],
     "construction": ["makita", "dewalt", "bosch", "tikkurila"],
+    "pets": ["purina", "whiskas", "pedigree", "hills", "felix"],
+    "household": ["ariel", "persil", "tide", "fairy", "zewa"],
+    "grocery": ["nescafe", "jacobs", "lavazza", "lipton", "ahmad"],
+}
+
+#: Consumable subcategories -> median days between two purchases of the same person (each
+#: regular buyer's own cycle varies around it). See the module docstring, *replenishment*.
+CONSUMABLES: dict[str, float] = {
+    "grocery.coffee": 16.0, "grocery.tea": 24.0, "pets.food": 24.0, "pets.litter": 16.0,
+    "household.detergent": 35.0, "household.paper": 21.0, "beauty.skincare": 35.0, "beauty.makeup": 40.0,
 }
 
 # Event kinds inside the simulation.
@@ -85,6 +132,40 @@ _HOURS = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4, 4, 4, 4, 4.2,
 _HOUR_P = _HOURS / _HOURS.sum()
 
 _ADS_PIDS = ("430548_1007", "430539_1007")
+
+# The behaviour parameters, one block per pattern of the module docstring. None of them is
+# tuned to what a model can exploit (docs/generator.md).
+
+# Platforms and adoption.
+_SECONDARY_USE = (0.2, 1.5)  # usage multiplier of a secondary platform: LogNormal(ln a, b) (the main one: 1)
+_LATE_MAIN, _LATE_SECONDARY = 0.10, 0.4  # share of accounts opened partway through the history
+_TRIAL = 0.3  # share of late secondary accounts given up again 1-10 days after opening
+_PRICE_SPREAD = 0.06  # sd of a platform's log price of a product around its list price
+
+# Shopping missions: sessions of one intent, consideration.
+_EXTRA_SESSIONS = (0.45, 0.3)  # extra sessions per mission ~ Poisson(max(0.15, a + b * ln(median price / 30)))
+_SAME_DAY_RETURN = 0.3  # a mission's next session is later the same day (20 min to hours) ...
+_RETURN_DAYS_P = 0.45  # ... else Geometric(p) days later
+_HOME_STICKINESS = 3.0  # a mission's sessions prefer the platform it started on: weight 1 + this
+_CONSIDERATION = 1.5  # candidate items per mission: 1 + Poisson(this), at most 6
+_CANDIDATE_VIEW = 0.5  # share of a mission's views that go to one of its candidates
+_CANDIDATE_SKEW = 1.6  # a candidate view looks at candidate floor(K * U ** skew): the first ones the most
+_EXPLORE = (0.7, 0.12)  # other views: same subcategory, another of the same top category, else the person's tastes
+_PRICE_TRIES = 3  # an item is drawn by popularity this many times; the one nearest the mission's price is kept
+_MISSION_PRICE_SD = 0.5  # sd of a mission's price point (standardised log price) around the person's level
+_CANDIDATE_CART = 2.0  # carts per view of a candidate relative to an exploration view
+_MISSION_BUY = 0.14  # base purchase chance of a mission, times buy propensity, affinity and price terms
+_LOOK_WEIGHT = 1.5  # P(the bought candidate) ~ (1 + views of it) ** this * (3 when carted)
+_CART_RETURN_P = 0.35  # a cart bought in a later return visit: Geometric(p) days later
+
+# Replenishment of consumables (CONSUMABLES).
+_CONSUMABLE_TOPS = ("pets", "household", "grocery")  # tops of consumables only: Dirichlet weight 0.15, not 0.3
+_REGULAR = (1.0, 0.4, 0.6)  # P(regular buyer of a consumable) = clip(a * affinity - b, 0, c)
+_CYCLE_PERSON_SD = 0.25  # sd of the log of a person's cycle around the subcategory's median
+_CYCLE_JITTER = 0.12  # sd of each interval relative to the person's cycle
+_SKIP = 0.1  # share of due purchases made elsewhere (not in the feeds)
+_SAME_ITEM = 0.85  # share of repurchases of the very same item (else another item of the subcategory)
+_REPLENISH_VIEWS = 0.6  # views besides the item's own: Poisson(this), same subcategory
 
 
 @dataclass(frozen=True)
@@ -121,15 +202,17 @@ class _PlatformSpec:
     format: str
     share: float  # weight when persons pick their platforms
     session_rate: float  # sessions per day at activity 1
-    views_per_session: float
+    views_per_session: float  # mean views of a session that is not a bounce
+    bounce: float  # share of sessions with one view only
     gap_s: float  # mean seconds between events in a session
     cart_rate: float  # per view, before affinity and price effects
-    remove_rate: float  # share of carts removed again
+    remove_rate: float  # share of carts that are not bought removed again
     fav_rate: float  # per view
-    buy_rate: float  # per kept cart
-    same_session: float  # share of converting carts bought in the same session
-    direct_buy_rate: float  # per view, purchase without a cart
-    items_per_user: float  # catalog size relative to the number of persons
+    same_session: float  # share of carted purchases carted in the purchase session (else in an earlier visit)
+    no_cart_buy: float  # share of purchases without a cart ("buy now")
+    switch_rate: float  # share of purchases researched here that are made on another platform of the person
+    direct_buy_rate: float  # per view, an impulse purchase without a cart
+    carry: float  # share of all products the platform sells
     id_low: int  # platform user ids are drawn from [id_low, id_high)
     id_high: int
     item_low: int
@@ -138,13 +221,13 @@ class _PlatformSpec:
 
 
 _PLATFORMS: tuple[_PlatformSpec, ...] = (
-    _PlatformSpec("shop", "rees46", 0.45, 0.65, 5.5, 60.0, 0.06, 0.25, 0.0, 0.42, 0.5, 0.0, 1.0,
+    _PlatformSpec("shop", "rees46", 0.45, 0.65, 5.5, 0.3, 60.0, 0.06, 0.25, 0.0, 0.5, 0.0, 0.2, 0.0, 0.65,
                   500_000_000, 600_000_000, 1_000_000, 60_000_000,
                   {VIEW: "view", CART: "cart", REMOVE: "remove_from_cart", PURCHASE: "purchase"}),
-    _PlatformSpec("app", "taobao", 0.35, 1.00, 4.0, 35.0, 0.04, 0.0, 0.03, 0.35, 0.4, 0.003, 1.2,
+    _PlatformSpec("app", "taobao", 0.35, 1.00, 4.0, 0.25, 35.0, 0.04, 0.0, 0.03, 0.4, 0.3, 0.4, 0.003, 0.8,
                   1, 1_018_012, 1, 5_163_071,
                   {VIEW: "pv", CART: "cart", FAVORITE: "fav", PURCHASE: "buy"}),
-    _PlatformSpec("market", "retailrocket", 0.25, 0.60, 4.0, 70.0, 0.05, 0.0, 0.0, 0.40, 0.6, 0.002, 0.8,
+    _PlatformSpec("market", "retailrocket", 0.25, 0.60, 4.0, 0.35, 70.0, 0.05, 0.0, 0.0, 0.6, 0.1, 0.15, 0.002, 0.55,
                   0, 1_407_580, 0, 466_867,
                   {VIEW: "view", CART: "addtocart", PURCHASE: "transaction"}),
 )
@@ -167,6 +250,7 @@ class _Persons:
     affinity: FloatArray  # pref / max pref per person, in (0, 1]
     activity: FloatArray
     price_sens: FloatArray
+    price_level: FloatArray  # the standardised log price the person usually shops at
     cart_prop: FloatArray
     buy_prop: FloatArray
     click_bias: FloatArray
@@ -187,15 +271,29 @@ class _Members:
 
 
 @dataclass(frozen=True)
+class _Products:
+    """Every product sold anywhere; each platform sells a subset under its own item ids."""
+
+    subcat: IntArray  # sorted ascending
+    z: FloatArray  # standardised log list price within the subcategory
+    price: FloatArray  # list price
+    brand: list[str]
+    title: list[str]
+    keys: FloatArray  # subcat + cumulative popularity inside the subcategory, for sampling
+    best: BoolArray  # the best seller of its subcategory (sold everywhere)
+
+
+@dataclass(frozen=True)
 class _Catalog:
     item_id: IntArray
+    product: IntArray  # the product of each item
     subcat: IntArray  # sorted ascending
     brand: list[str]
     price: FloatArray
     z_price: FloatArray  # standardised log price within the subcategory
-    keys: FloatArray  # subcat + cumulative popularity inside the subcategory, for sampling
     category_id: IntArray  # the platform's category id per subcategory
     title: list[str]
+    of_product: IntArray  # per product: its item here, or the item of its subcategory nearest in price
 
 
 @dataclass(frozen=True)
@@ -262,16 +360,11 @@ def generate_feeds(out_dir: Path, users: int = 2000, days: int = 60, seed: int =
     tax = _make_taxonomy(streams[0])
     persons = _make_persons(streams[1], tax, users, days)
     member_sets = _make_members(streams[2], persons, days)
-    catalogs = {spec.name: _make_catalog(streams[3 + i], tax, spec, users) for i, spec in enumerate(_PLATFORMS)}
-    weekday = start_date.weekday()
-    events: dict[str, _Events] = {}
-    sessions: dict[str, _Sessions] = {}
-    for i, spec in enumerate(_PLATFORMS):
-        rng = streams[6 + i]
-        sess = _simulate_sessions(rng, persons, member_sets[spec.name], spec, days, weekday)
-        events[spec.name] = _simulate_events(rng, persons, member_sets[spec.name], catalogs[spec.name], spec,
-                                             sess, days)
-        sessions[spec.name] = sess
+    products = _make_products(streams[3], tax, users)
+    catalogs = {spec.name: _make_catalog(streams[4 + i], tax, spec, products) for i, spec in enumerate(_PLATFORMS)}
+    world = _World(tax, persons, member_sets, products, [catalogs[spec.name] for spec in _PLATFORMS], days,
+                   start_date.weekday())
+    events, sessions = _simulate(streams[7], streams[8], world)
     adgroups = _make_adgroups(streams[9], tax)
     ads = _simulate_ads(streams[10], persons, member_sets["app"], sessions["app"], adgroups, days)
     manifest = _write_all(out, streams[11], tax, member_sets, catalogs, events, ads, adgroups, start_date, days)
@@ -306,7 +399,8 @@ def _make_taxonomy(rng: np.random.Generator) -> _Taxonomy:
 def _make_persons(rng: np.random.Generator, tax: _Taxonomy, n: int, days: int) -> _Persons:
     """Draw each person's latent tastes, habits, join day and churn moment."""
     n_top, n_sub = len(tax.tops), len(tax.codes)
-    top_pref = rng.dirichlet(np.full(n_top, 0.3), size=n)
+    # General-merchandise platforms: everyday consumables are a smaller part of what people browse.
+    top_pref = rng.dirichlet(np.where(np.isin(tax.tops, _CONSUMABLE_TOPS), 0.15, 0.3), size=n)
     sub_w = rng.gamma(1.0, size=(n, n_sub)) + 1e-3
     onehot = np.zeros((n_sub, n_top))
     onehot[np.arange(n_sub), tax.top] = 1.0
@@ -319,9 +413,11 @@ def _make_persons(rng: np.random.Generator, tax: _Taxonomy, n: int, days: int) -
     span = days - join - 5.0
     churns = (rng.random(n) < 0.4) & (span > 0)
     churn_day = np.where(churns, join + 5.0 + rng.random(n) * np.maximum(span, 0.0), np.inf)
+    price_sens = 1.5 * rng.beta(2.0, 2.0, size=n)
     return _Persons(
         pref=pref, pref_cum=pref_cum, affinity=pref / pref.max(axis=1, keepdims=True),
-        activity=rng.lognormal(-0.245, 0.7, size=n), price_sens=1.5 * rng.beta(2.0, 2.0, size=n),
+        activity=rng.lognormal(-0.245, 0.7, size=n), price_sens=price_sens,
+        price_level=rng.normal(0.0, 0.45, size=n) - 0.5 * (price_sens - 0.75),
         cart_prop=rng.lognormal(-0.08, 0.4, size=n), buy_prop=rng.lognormal(-0.125, 0.5, size=n),
         click_bias=rng.normal(0.0, 0.5, size=n), join_day=join, churn_day=churn_day,
         fade_days=rng.uniform(7.0, 15.0, size=n),
@@ -329,7 +425,12 @@ def _make_persons(rng: np.random.Generator, tax: _Taxonomy, n: int, days: int) -
 
 
 def _make_members(rng: np.random.Generator, persons: _Persons, days: int) -> dict[str, _Members]:
-    """Give each person one to three platforms (~40% two or more) and an account on each."""
+    """Give each person one to three platforms (~40% two or more) and an account on each.
+
+    The first-ranked platform is the person's main one; the others are used less
+    (:data:`_SECONDARY_USE`), are more often opened partway through the history and are
+    then sometimes given up again after a trial of a few days.
+    """
     n = persons.activity.size
     shares = np.array([spec.share for spec in _PLATFORMS])
     how_many = rng.choice(np.arange(1, 4), size=n, p=[0.58, 0.30, 0.12])
@@ -341,28 +442,31 @@ def _make_members(rng: np.random.Generator, persons: _Persons, days: int) -> dic
     for j, spec in enumerate(_PLATFORMS):
         person = np.nonzero(uses[:, j])[0].astype(np.int64)
         m = person.size
+        main = rank[person, j] == 0
         join = persons.join_day[person]
-        late = rng.random(m) < 0.15
+        late = rng.random(m) < np.where(main, _LATE_MAIN, _LATE_SECONDARY)
         start = np.where(late, np.floor(join + rng.random(m) * (days - join)), join)
         span = days - start - 5.0
         own_churn = (rng.random(m) < 0.12) & (span > 0)
         plat_churn = np.where(own_churn, start + 5.0 + rng.random(m) * np.maximum(span, 0.0), np.inf)
+        trial = late & ~main & (rng.random(m) < _TRIAL)
+        plat_churn = np.where(trial, start + 1.0 + 9.0 * rng.random(m), plat_churn)
         user_id = rng.choice(spec.id_high - spec.id_low, size=m, replace=False).astype(np.int64) + spec.id_low
-        out[spec.name] = _Members(person=person, user_id=user_id, mult=rng.lognormal(-0.1, 0.45, size=m),
-                                  start_day=start, end_day=np.minimum(persons.churn_day[person], plat_churn))
+        secondary = rng.lognormal(np.log(_SECONDARY_USE[0]), _SECONDARY_USE[1], size=m)
+        mult = rng.lognormal(-0.1, 0.45, size=m) * np.where(main, 1.0, secondary)
+        out[spec.name] = _Members(person=person, user_id=user_id, mult=mult, start_day=start,
+                                  end_day=np.minimum(persons.churn_day[person], plat_churn))
     return out
 
 
-def _make_catalog(rng: np.random.Generator, tax: _Taxonomy, spec: _PlatformSpec, users: int) -> _Catalog:
-    """One platform's items: every subcategory has some, log-normal prices, Zipf popularity."""
+def _make_products(rng: np.random.Generator, tax: _Taxonomy, users: int) -> _Products:
+    """All products: every subcategory has some, log-normal list prices, Zipf popularity, a brand and a title."""
     n_sub = len(tax.codes)
-    n = int(min(max(300, users * spec.items_per_user), spec.item_high - spec.item_low, 60_000))
+    n = int(min(max(400, users * 1.5), 80_000))
     weights = tax.popularity * 0.5 + 0.5 / n_sub
     subcat = np.sort(np.concatenate([np.arange(n_sub), rng.choice(n_sub, size=n - n_sub, p=weights)]))
     subcat = subcat.astype(np.int64)
-    z = rng.normal(size=n)
-    price = np.round(np.maximum(np.exp(tax.log_mu[subcat] + tax.log_sigma[subcat] * z), 1.0), 2)
-    z_price = (np.log(price) - tax.log_mu[subcat]) / tax.log_sigma[subcat]
+    price = np.round(np.maximum(np.exp(tax.log_mu[subcat] + tax.log_sigma[subcat] * rng.normal(size=n)), 1.0), 2)
     # Zipf popularity inside each subcategory.
     first = np.searchsorted(subcat, np.arange(n_sub))
     sizes = np.diff(np.append(first, n))
@@ -373,23 +477,47 @@ def _make_catalog(rng: np.random.Generator, tax: _Taxonomy, spec: _PlatformSpec,
     seg_total = np.repeat(cum[np.append(first[1:], n) - 1], sizes) - seg_start
     within = (cum - seg_start) / seg_total
     within[np.append(first[1:], n) - 1] = 1.0
-    item_id = rng.choice(spec.item_high - spec.item_low, size=n, replace=False).astype(np.int64) + spec.item_low
-    if spec.format == "rees46":
-        category_id = rng.choice(10**17, size=n_sub, replace=False).astype(np.int64) + 2_053_013_552_000_000_000
-    else:
-        category_id = rng.choice(5_162_429, size=n_sub, replace=False).astype(np.int64) + 1
     brand: list[str] = []
     title: list[str] = []
     for c, model in zip(subcat.tolist(), rng.integers(10, 999, size=n).tolist(), strict=True):
         names = BRANDS[tax.tops[int(tax.top[c])]]
         b = names[min(int(rng.zipf(1.6)) - 1, len(names) - 1)]
-        if spec.format == "rees46" and rng.random() < 0.05:
-            b = ""  # rees46 rows often lack a brand
         brand.append(b)
         sub = tax.codes[c].split(".", 1)[1]
-        title.append(f"{b.title()} {sub} {chr(65 + model % 26)}{model}".strip())
-    return _Catalog(item_id=item_id, subcat=subcat, brand=brand, price=price, z_price=z_price,
-                    keys=subcat + within, category_id=category_id, title=title)
+        title.append(f"{b.title()} {sub} {chr(65 + model % 26)}{model}")
+    return _Products(subcat=subcat, z=(np.log(price) - tax.log_mu[subcat]) / tax.log_sigma[subcat], price=price,
+                     brand=brand, title=title, keys=subcat + within, best=rank == 0)
+
+
+def _make_catalog(rng: np.random.Generator, tax: _Taxonomy, spec: _PlatformSpec, products: _Products) -> _Catalog:
+    """One platform's items: a share of all products (best sellers always), at the platform's own prices."""
+    n_sub = len(tax.codes)
+    n_all = products.subcat.size
+    product = np.nonzero((rng.random(n_all) < spec.carry) | products.best)[0].astype(np.int64)
+    n = product.size  # at most 80,000: every platform's item id range is larger
+    subcat = products.subcat[product]
+    price = np.round(np.maximum(products.price[product] * np.exp(rng.normal(0.0, _PRICE_SPREAD, size=n)), 1.0), 2)
+    z_price = (np.log(price) - tax.log_mu[subcat]) / tax.log_sigma[subcat]
+    item_id = rng.choice(spec.item_high - spec.item_low, size=n, replace=False).astype(np.int64) + spec.item_low
+    if spec.format == "rees46":
+        category_id = rng.choice(10**17, size=n_sub, replace=False).astype(np.int64) + 2_053_013_552_000_000_000
+    else:
+        category_id = rng.choice(5_162_429, size=n_sub, replace=False).astype(np.int64) + 1
+    no_brand = (rng.random(n) < 0.05) if spec.format == "rees46" else np.zeros(n, dtype=bool)  # rees46 rows
+    brand = ["" if blank else products.brand[p] for p, blank in zip(product.tolist(), no_brand.tolist(), strict=True)]
+    # A product not sold here maps to the item of its subcategory nearest in (list) price.
+    key = subcat * 1000.0 + np.clip(products.z[product], -100.0, 100.0)
+    order = np.argsort(key, kind="stable")
+    wanted = products.subcat * 1000.0 + np.clip(products.z, -100.0, 100.0)
+    pos = np.searchsorted(key[order], wanted)
+    lo, hi = order[np.clip(pos - 1, 0, n - 1)], order[np.clip(pos, 0, n - 1)]
+    d_lo = np.where(subcat[lo] == products.subcat, np.abs(products.z[product[lo]] - products.z), np.inf)
+    d_hi = np.where(subcat[hi] == products.subcat, np.abs(products.z[product[hi]] - products.z), np.inf)
+    of_product = np.where(d_lo <= d_hi, lo, hi).astype(np.int64)
+    of_product[product] = np.arange(n)
+    return _Catalog(item_id=item_id, product=product, subcat=subcat, brand=brand, price=price, z_price=z_price,
+                    category_id=category_id, title=[products.title[p] for p in product.tolist()],
+                    of_product=of_product)
 
 
 def _make_adgroups(rng: np.random.Generator, tax: _Taxonomy) -> _AdGroups:
@@ -416,24 +544,41 @@ def _make_adgroups(rng: np.random.Generator, tax: _Taxonomy) -> _AdGroups:
 # ---------------------------------------------------------------------------- behaviour
 
 
-def _simulate_sessions(rng: np.random.Generator, persons: _Persons, members: _Members, spec: _PlatformSpec,
-                       days: int, weekday: int) -> _Sessions:
-    """Poisson sessions per (account, day), fading before churn; start times follow a daily rhythm."""
-    day = np.arange(days, dtype=np.float64)
-    person = members.person
-    fade = np.clip((members.end_day[:, None] - day[None, :]) / persons.fade_days[person][:, None], 0.0, 1.0)
-    active = day[None, :] >= members.start_day[:, None]
-    dow = np.where((weekday + np.arange(days)) % 7 >= 5, 1.15, 1.0)
-    rate = (spec.session_rate * persons.activity[person] * members.mult)[:, None] * fade * dow[None, :] * active
-    counts = rng.poisson(rate)
-    m_idx, d_idx = np.nonzero(counts)
-    reps = counts[m_idx, d_idx]
-    member = np.repeat(m_idx, reps).astype(np.int64)
-    d = np.repeat(d_idx, reps).astype(np.int64)
-    start = d * DAY_S + rng.choice(24, size=member.size, p=_HOUR_P) * 3600 + rng.integers(0, 3600, size=member.size)
-    order = np.lexsort((start, member))
-    n_views = 1 + rng.poisson(spec.views_per_session - 1.0, size=member.size)
-    return _Sessions(member=member[order], start=start[order].astype(np.int64), n_views=n_views.astype(np.int64))
+class _World:
+    """Everything the behaviour simulation reads, with per-(person, platform) views of the accounts."""
+
+    def __init__(self, tax: _Taxonomy, persons: _Persons, member_sets: dict[str, _Members], products: _Products,
+                 catalogs: list[_Catalog], days: int, weekday: int) -> None:
+        self.tax, self.persons, self.products, self.catalogs, self.days = tax, persons, products, catalogs, days
+        self.members = [member_sets[spec.name] for spec in _PLATFORMS]
+        n, n_plat = persons.activity.size, len(_PLATFORMS)
+        self.member_of = np.full((n, n_plat), -1, dtype=np.int64)  # the person's account index, -1: none
+        self.start = np.full((n, n_plat), np.inf)
+        self.end = np.full((n, n_plat), -np.inf)
+        # usage[person, platform, day]: expected sessions that day (0 before the account opens, after it ends).
+        self.usage = np.zeros((n, n_plat, days))
+        day = np.arange(days, dtype=np.float64)
+        dow = np.where((weekday + np.arange(days)) % 7 >= 5, 1.15, 1.0)
+        for j, (spec, members) in enumerate(zip(_PLATFORMS, self.members, strict=True)):
+            person = members.person
+            self.member_of[person, j] = np.arange(person.size)
+            self.start[person, j] = members.start_day
+            self.end[person, j] = members.end_day
+            fade = np.clip((members.end_day[:, None] - day[None, :]) / persons.fade_days[person][:, None], 0.0, 1.0)
+            active = day[None, :] >= members.start_day[:, None]
+            rate = spec.session_rate * persons.activity[person] * members.mult
+            self.usage[person, j, :] = rate[:, None] * fade * active * dow[None, :]
+        self.of_product = np.stack([c.of_product for c in catalogs])  # (platforms, products) -> item
+        self.item_offset = np.cumsum([0] + [c.item_id.size for c in catalogs])[:-1]
+        self.z_price = np.concatenate([c.z_price for c in catalogs])  # by item_offset[platform] + item
+        price_on = np.full((n_plat, products.subcat.size), np.inf)  # a product's price per platform, inf: not sold
+        for j, c in enumerate(catalogs):
+            price_on[j, c.product] = c.price
+        self.price_on = price_on
+
+
+def _spec_array(field: str) -> FloatArray:
+    return np.array([getattr(spec, field) for spec in _PLATFORMS], dtype=np.float64)
 
 
 def _sample_rows(rng: np.random.Generator, cum: FloatArray, rows: IntArray) -> IntArray:
@@ -447,80 +592,330 @@ def _sample_rows(rng: np.random.Generator, cum: FloatArray, rows: IntArray) -> I
     return np.minimum(out, cum.shape[1] - 1)
 
 
-def _sample_items(rng: np.random.Generator, catalog: _Catalog, subcat: IntArray) -> IntArray:
-    """Draw an item of the given subcategory by its popularity."""
-    idx = np.searchsorted(catalog.keys, subcat + rng.random(subcat.size), side="right")
-    return np.minimum(idx, catalog.keys.size - 1).astype(np.int64)
+def _pick(rng: np.random.Generator, weights: FloatArray) -> IntArray:
+    """A column per row with probability proportional to the row's (non-negative) weights."""
+    cum = np.cumsum(weights, axis=1)
+    u = rng.random(weights.shape[0]) * cum[:, -1]
+    return np.minimum((cum <= u[:, None]).sum(axis=1), weights.shape[1] - 1).astype(np.int64)
 
 
-def _simulate_events(rng: np.random.Generator, persons: _Persons, members: _Members, catalog: _Catalog,
-                     spec: _PlatformSpec, sessions: _Sessions, days: int) -> _Events:
-    """Views, carts, removals, favourites and purchases of one platform, cut at churn and at the end."""
-    n_sess = sessions.member.size
-    if n_sess == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return _Events(member=empty, time=empty, item=empty, kind=empty, session=empty)
-    n_views = sessions.n_views
-    v_sess = np.repeat(np.arange(n_sess), n_views).astype(np.int64)
-    v_member = sessions.member[v_sess]
-    v_person = members.person[v_member]
-    gaps = 2 + rng.exponential(spec.gap_s, size=v_sess.size).astype(np.int64)
+def _sample_near(rng: np.random.Generator, products: _Products, subcat: IntArray, target: FloatArray) -> IntArray:
+    """A product of each subcategory by popularity, the one of a few draws nearest the price point ``target``."""
+    n = subcat.size
+    idx = np.searchsorted(products.keys, subcat[:, None] + rng.random((n, _PRICE_TRIES)), side="right")
+    idx = np.minimum(idx, products.keys.size - 1)
+    best = np.argmin(np.abs(products.z[idx] - target[:, None]), axis=1)
+    return idx[np.arange(n), best].astype(np.int64)
+
+
+def _hour_offsets(rng: np.random.Generator, n: int) -> IntArray:
+    """Seconds into the day of ``n`` session starts, following the daily rhythm."""
+    return (rng.choice(24, size=n, p=_HOUR_P) * 3600 + rng.integers(0, 3600, size=n)).astype(np.int64)
+
+
+def _offsets(counts: IntArray) -> IntArray:
+    """Start index of each group of a flat array holding ``counts[i]`` entries of group i in order."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+
+class _Log:
+    """Sessions and events as they are simulated, on all platforms; split per platform at the end."""
+
+    def __init__(self) -> None:
+        self.s_person: list[IntArray] = []
+        self.s_platform: list[IntArray] = []
+        self.s_start: list[IntArray] = []
+        self.n_sessions = 0
+        self.e_session: list[IntArray] = []
+        self.e_time: list[IntArray] = []
+        self.e_item: list[IntArray] = []
+        self.e_kind: list[IntArray] = []
+
+    def sessions(self, person: IntArray, platform: IntArray, start: IntArray) -> IntArray:
+        """Add sessions; returns their ids."""
+        self.s_person.append(person.astype(np.int64))
+        self.s_platform.append(platform.astype(np.int64))
+        self.s_start.append(start.astype(np.int64))
+        ids = self.n_sessions + np.arange(person.size, dtype=np.int64)
+        self.n_sessions += person.size
+        return ids
+
+    def events(self, session: IntArray, time: IntArray | FloatArray, item: IntArray, kind: int) -> None:
+        self.e_session.append(session.astype(np.int64))
+        self.e_time.append(np.asarray(time).astype(np.int64))
+        self.e_item.append(item.astype(np.int64))
+        self.e_kind.append(np.full(session.size, kind, dtype=np.int64))
+
+
+def _simulate(rng: np.random.Generator, rng_replenish: np.random.Generator,
+              world: _World) -> tuple[dict[str, _Events], dict[str, _Sessions]]:
+    """Shopping missions and replenishment purchases of every person, as events and sessions per platform."""
+    log = _Log()
+    _missions(rng, world, log)
+    _replenishment(rng_replenish, world, log)
+    s_person, s_platform = np.concatenate(log.s_person), np.concatenate(log.s_platform)
+    s_start = np.concatenate(log.s_start)
+    e_session, e_time = np.concatenate(log.e_session), np.concatenate(log.e_time)
+    e_item, e_kind = np.concatenate(log.e_item), np.concatenate(log.e_kind)
+    e_platform = s_platform[e_session]
+    views = np.bincount(e_session[e_kind == VIEW], minlength=s_person.size)
+    events: dict[str, _Events] = {}
+    sessions: dict[str, _Sessions] = {}
+    for j, spec in enumerate(_PLATFORMS):
+        sel = np.nonzero(s_platform == j)[0]
+        member = world.member_of[s_person[sel], j]
+        order = np.lexsort((sel, s_start[sel], member))
+        new_id = np.full(s_person.size, -1, dtype=np.int64)
+        new_id[sel[order]] = np.arange(sel.size)
+        sessions[spec.name] = _Sessions(member=member[order], start=s_start[sel][order], n_views=views[sel][order])
+        e_sel = np.nonzero(e_platform == j)[0]
+        e_member = world.member_of[s_person[e_session[e_sel]], j]
+        time, keep = _unique_times(e_member, e_time[e_sel], e_kind[e_sel], world.members[j].end_day, world.days)
+        kept = e_sel[keep]
+        events[spec.name] = _Events(member=e_member[keep], time=time, item=e_item[kept], kind=e_kind[kept],
+                                    session=new_id[e_session[kept]])
+    return events, sessions
+
+
+def _missions(rng: np.random.Generator, world: _World, log: _Log) -> None:
+    """Shopping missions: one need (a subcategory and a price point) pursued over one or more sessions.
+
+    Sessions of a mission view its few candidate items again and again, explore more items
+    of the same need, cart some; a buying mission ends with a purchase of the candidate
+    looked at most, in its last session, or on another platform of the person.
+    """
+    tax, persons, products, days = world.tax, world.persons, world.products, world.days
+    n_plat = len(_PLATFORMS)
+    total = world.usage.sum(axis=1)  # (persons, days)
+    extra = np.maximum(_EXTRA_SESSIONS[0] + _EXTRA_SESSIONS[1] * (tax.log_mu - np.log(30.0)), 0.15)
+    per_mission = persons.pref @ (1.0 + extra)  # expected sessions per mission of each person
+    counts = rng.poisson(total / per_mission[:, None])
+    mp, md = np.nonzero(counts)
+    reps = counts[mp, md]
+    m_person = np.repeat(mp, reps).astype(np.int64)
+    m_day = np.repeat(md, reps).astype(np.int64)
+    n_m = m_person.size
+    if n_m == 0:
+        return
+    m_sub = _sample_rows(rng, persons.pref_cum, m_person)
+    m_target = persons.price_level[m_person] + rng.normal(0.0, _MISSION_PRICE_SD, size=n_m)
+    m_home = _pick(rng, world.usage[m_person, :, m_day])
+    m_start = m_day * DAY_S + _hour_offsets(rng, n_m)
+    m_sessions = 1 + rng.poisson(extra[m_sub])
+    n_cand = 1 + np.minimum(rng.poisson(_CONSIDERATION, size=n_m), 5)
+    cand_first = _offsets(n_cand)
+    cand_mission = np.repeat(np.arange(n_m), n_cand)
+    cand_product = _sample_near(rng, products, m_sub[cand_mission], m_target[cand_mission])
+
+    # Sessions: the first at the mission's start, the others later that day or days later.
+    s_mission = np.repeat(np.arange(n_m), m_sessions)
+    n_s = s_mission.size
+    k = np.arange(n_s) - _offsets(m_sessions)[s_mission]
+    same_day = rng.random(n_s) < _SAME_DAY_RETURN
+    incr = np.where(k == 0, 0, np.where(same_day, 0, rng.geometric(_RETURN_DAYS_P, size=n_s)))
+    s_day = m_day[s_mission] + np.cumsum(incr) - np.cumsum(incr)[_offsets(m_sessions)][s_mission]
+    fresh = np.where(k == 0, m_start[s_mission], s_day * DAY_S + _hour_offsets(rng, n_s))
+    anchor_flag = (k == 0) | ~same_day
+    gap = np.where(anchor_flag, 0, 1200 + rng.exponential(5400.0, size=n_s)).astype(np.int64)
+    cum_gap = np.cumsum(gap)
+    anchor = np.maximum.accumulate(np.where(anchor_flag, np.arange(n_s), 0))
+    s_time = fresh[anchor] + cum_gap - cum_gap[anchor]
+    day_now = np.minimum(s_time // DAY_S, days - 1)
+    s_person = m_person[s_mission]
+    # Later sessions thin out as the person's activity fades; the platform follows today's usage.
+    ratio = total[s_person, day_now] / total[s_person, m_day[s_mission]]
+    keep = (s_time < days * DAY_S) & ((k == 0) | (rng.random(n_s) < ratio))
+    weights = world.usage[s_person, :, day_now] * (
+        1.0 + _HOME_STICKINESS * (np.arange(n_plat)[None, :] == m_home[s_mission][:, None]))
+    s_plat = _pick(rng, weights)
+    keep &= weights.sum(axis=1) > 0
+    order = np.nonzero(keep)[0]
+    order = order[np.lexsort((s_time[order], s_mission[order]))]
+    s_mission, s_time, s_plat, s_person = s_mission[order], s_time[order], s_plat[order], s_person[order]
+    n_s = s_mission.size
+    s_id = log.sessions(s_person, s_plat, s_time)
+
+    # Views: candidates again and again, otherwise exploration around the same need.
+    gap_s = _spec_array("gap_s")
+    s_views = np.where(rng.random(n_s) < _spec_array("bounce")[s_plat], 1,
+                       1 + rng.poisson(_spec_array("views_per_session")[s_plat] - 1.0))
+    v_sess = np.repeat(np.arange(n_s), s_views)
+    n_v = v_sess.size
+    v_mission, v_plat, v_person = s_mission[v_sess], s_plat[v_sess], s_person[v_sess]
+    gaps = 2 + rng.exponential(gap_s[v_plat]).astype(np.int64)
     csum = np.cumsum(gaps)
-    first = np.concatenate([[0], np.cumsum(n_views)[:-1]]).astype(np.int64)
-    v_time = sessions.start[v_sess] + csum - csum[first][v_sess]
-    focus = _sample_rows(rng, persons.pref_cum, members.person[sessions.member])
-    own = _sample_rows(rng, persons.pref_cum, v_person)
-    v_cat = np.where(rng.random(v_sess.size) < 0.6, focus[v_sess], own)
-    v_item = _sample_items(rng, catalog, v_cat)
+    v_first = _offsets(s_views)
+    v_time = s_time[v_sess] + csum - csum[v_first][v_sess]
+    s_last_view = v_time[v_first + s_views - 1]
+    is_cand = rng.random(n_v) < _CANDIDATE_VIEW
+    v_cand = cand_first[v_mission] + (rng.random(n_v) ** _CANDIDATE_SKEW * n_cand[v_mission]).astype(np.int64)
+    v_product = cand_product[v_cand]
+    x = np.nonzero(~is_cand)[0]  # exploring views: the need's subcategory, its top category, other tastes
+    top_first = np.searchsorted(tax.top, np.arange(len(tax.tops)))
+    top_size = np.bincount(tax.top, minlength=len(tax.tops))
+    x_sub = m_sub[v_mission[x]]
+    u = rng.random(x.size)
+    near = (u >= _EXPLORE[0]) & (u < _EXPLORE[0] + _EXPLORE[1])
+    top = tax.top[x_sub[near]]
+    x_sub[near] = top_first[top] + (rng.random(top.size) * top_size[top]).astype(np.int64)
+    other = u >= _EXPLORE[0] + _EXPLORE[1]
+    x_sub[other] = _sample_rows(rng, persons.pref_cum, v_person[x[other]])
+    v_product[x] = _sample_near(rng, products, x_sub, m_target[v_mission[x]])
+    v_item = world.of_product[v_plat, v_product]
+    log.events(s_id[v_sess], v_time, v_item, VIEW)
 
-    aff = persons.affinity[v_person, v_cat]
+    aff = persons.affinity[v_person, products.subcat[v_product]]
     sens = persons.price_sens[v_person]
-    z = catalog.z_price[v_item]
-    p_cart = spec.cart_rate * persons.cart_prop[v_person] * (0.3 + aff) * np.exp(-0.5 * sens * z)
-    is_cart = rng.random(v_sess.size) < np.minimum(p_cart, 0.9)
+    z = world.z_price[world.item_offset[v_plat] + v_item]
+    p_cart = (_spec_array("cart_rate")[v_plat] * persons.cart_prop[v_person] * (0.3 + aff) * np.exp(-0.5 * sens * z)
+              * np.where(is_cand, _CANDIDATE_CART, 1.0))
+    is_cart = rng.random(n_v) < np.minimum(p_cart, 0.9)
+
+    # The decision: does the mission buy, and which candidate (the more looked at, the likelier).
+    n_cand_all = cand_product.size
+    looks = np.bincount(v_cand[is_cand], minlength=n_cand_all)
+    carted = np.bincount(v_cand[is_cand & is_cart], minlength=n_cand_all) > 0
+    score = _LOOK_WEIGHT * np.log1p(looks) + np.log(np.where(carted, 3.0, 1.0)) + rng.gumbel(size=n_cand_all)
+    chosen = np.lexsort((-score, cand_mission))[cand_first]
+    m_choice = cand_product[chosen]
+    m_aff = persons.affinity[m_person, m_sub]
+    p_buy = (_MISSION_BUY * persons.buy_prop[m_person] * (0.35 + m_aff)
+             * np.exp(-0.6 * persons.price_sens[m_person] * m_target))
+    buys = rng.random(n_m) < np.minimum(p_buy, 0.9)
+    # Nobody buys the same durable product twice: a later mission that chose it again does not buy.
+    durable = np.nonzero(buys & ~np.isin(m_sub, [tax.codes.index(code) for code in CONSUMABLES]))[0]
+    durable = durable[np.lexsort((m_start[durable], m_choice[durable], m_person[durable]))]
+    again = (m_person[durable][1:] == m_person[durable][:-1]) & (m_choice[durable][1:] == m_choice[durable][:-1])
+    buys[durable[1:][again]] = False
+
+    # Carts of items not bought are abandoned; the shop's are sometimes removed again.
+    v_bought = buys[v_mission] & (v_product == m_choice[v_mission])
     c_idx = np.nonzero(is_cart)[0]
     c_time = v_time[c_idx] + 5 + rng.exponential(20.0, size=c_idx.size).astype(np.int64)
-    removed = rng.random(c_idx.size) < spec.remove_rate
-    r_idx = c_idx[removed]
-    r_time = c_time[removed] + 10 + rng.exponential(60.0, size=r_idx.size).astype(np.int64)
+    log.events(s_id[v_sess[c_idx]], c_time, v_item[c_idx], CART)
+    removed = (rng.random(c_idx.size) < _spec_array("remove_rate")[v_plat[c_idx]]) & ~v_bought[c_idx]
+    r_time = c_time[removed] + 10 + rng.exponential(60.0, size=int(removed.sum())).astype(np.int64)
+    log.events(s_id[v_sess[c_idx[removed]]], r_time, v_item[c_idx[removed]], REMOVE)
+    f_idx = np.nonzero(rng.random(n_v) < _spec_array("fav_rate")[v_plat] * (0.3 + aff)
+                       * np.where(is_cand, 2.0, 1.0))[0]
+    log.events(s_id[v_sess[f_idx]], v_time[f_idx] + 3 + rng.exponential(10.0, size=f_idx.size).astype(np.int64),
+               v_item[f_idx], FAVORITE)
+    d_idx = np.nonzero(rng.random(n_v) < _spec_array("direct_buy_rate")[v_plat] * persons.buy_prop[v_person])[0]
+    log.events(s_id[v_sess[d_idx]], v_time[d_idx] + 30 + rng.exponential(60.0, size=d_idx.size).astype(np.int64),
+               v_item[d_idx], PURCHASE)
 
-    kept, k_time = c_idx[~removed], c_time[~removed]
-    p_buy = spec.buy_rate * persons.buy_prop[v_person[kept]] * np.exp(-0.8 * sens[kept] * z[kept])
-    buys = rng.random(kept.size) < np.minimum(p_buy, 0.95)
-    b_idx, b_time = kept[buys], k_time[buys]
-    same = rng.random(b_idx.size) < spec.same_session
-    # Same session: a little later. Otherwise a return visit one or more days later: view, then purchase.
-    delay = rng.geometric(0.35, size=b_idx.size)
-    later_day = b_time // DAY_S + delay
-    later = later_day * DAY_S + rng.choice(24, size=b_idx.size, p=_HOUR_P) * 3600 + rng.integers(0, 3600, b_idx.size)
-    p_time = np.where(same, b_time + 20 + rng.exponential(3 * spec.gap_s, size=b_idx.size).astype(np.int64), later)
-    ret = np.nonzero(~same)[0]
-    ret_session = n_sess + np.arange(ret.size, dtype=np.int64)
-    p_session = v_sess[b_idx].copy()
-    p_session[ret] = ret_session
-    rv_time = p_time[ret] - 30 - rng.exponential(60.0, size=ret.size).astype(np.int64)
+    # The purchase: in the mission's last session, or moved to the person's cheapest other platform.
+    is_last = np.append(s_mission[1:] != s_mission[:-1], True)
+    last_of = np.full(n_m, -1, dtype=np.int64)
+    last_of[s_mission[is_last]] = np.nonzero(is_last)[0]
+    b = np.nonzero(buys & (last_of >= 0))[0]
+    last = last_of[b]
+    here = s_plat[last]
+    product = m_choice[b]
+    t_end = s_last_view[last]
+    day_end = np.minimum(t_end // DAY_S, days - 1)
+    cost = np.where((world.usage[m_person[b], :, day_end] > 0) & (np.arange(n_plat)[None, :] != here[:, None]),
+                    world.price_on[:, product].T, np.inf)
+    there = np.argmin(cost, axis=1)
+    switch = np.isfinite(cost[np.arange(b.size), there]) & (rng.random(b.size) < _spec_array("switch_rate")[here])
+    direct = rng.random(b.size) < _spec_array("no_cart_buy")[np.where(switch, there, here)]
+    # Carted in an earlier visit than the purchase (else in the purchase session, or not at all: direct).
+    later = ~switch & ~direct & (rng.random(b.size) >= _spec_array("same_session")[here])
+    # The previous session of the same mission on the same platform: the visit where it was carted.
+    by_plat = np.lexsort((s_time, s_plat, s_mission))
+    prev = np.full(n_s, -1, dtype=np.int64)
+    same = (s_mission[by_plat][1:] == s_mission[by_plat][:-1]) & (s_plat[by_plat][1:] == s_plat[by_plat][:-1])
+    prev[by_plat[1:][same]] = by_plat[:-1][same]
+    earlier = prev[last]
+    item_here = world.of_product[here, product]
+    # A return to a cart within the mission: carted in an earlier session, bought in the last one.
+    e = np.nonzero(later & (earlier >= 0))[0]
+    t_view = s_last_view[earlier[e]] + 2 + rng.exponential(gap_s[here[e]]).astype(np.int64)
+    log.events(s_id[earlier[e]], t_view, item_here[e], VIEW)
+    log.events(s_id[earlier[e]], t_view + 5 + rng.exponential(20.0, size=e.size).astype(np.int64), item_here[e], CART)
+    # A cart left in the last session and bought in a return visit days later: view it, buy it.
+    r = np.nonzero(later & (earlier < 0))[0]
+    t_view = t_end[r] + 2 + rng.exponential(gap_s[here[r]]).astype(np.int64)
+    log.events(s_id[last[r]], t_view, item_here[r], VIEW)
+    log.events(s_id[last[r]], t_view + 5 + rng.exponential(20.0, size=r.size).astype(np.int64), item_here[r], CART)
+    t_back = (t_end[r] // DAY_S + rng.geometric(_CART_RETURN_P, size=r.size)) * DAY_S + _hour_offsets(rng, r.size)
+    r_id = log.sessions(m_person[b[r]], here[r], t_back)
+    log.events(r_id, t_back, item_here[r], VIEW)
+    log.events(r_id, t_back + 20 + rng.exponential(3 * gap_s[here[r]]).astype(np.int64), item_here[r], PURCHASE)
+    # Bought in the mission's last session: view the item (again), cart it unless carted before or direct, buy.
+    h = np.nonzero(~switch & ~(later & (earlier < 0)))[0]
+    t_view = t_end[h] + 2 + rng.exponential(gap_s[here[h]]).astype(np.int64)
+    t_cart = t_view + 5 + rng.exponential(20.0, size=h.size).astype(np.int64)
+    log.events(s_id[last[h]], t_view, item_here[h], VIEW)
+    fresh_cart = ~later[h] & ~direct[h]
+    log.events(s_id[last[h][fresh_cart]], t_cart[fresh_cart], item_here[h][fresh_cart], CART)
+    log.events(s_id[last[h]], t_cart + 20 + rng.exponential(3 * gap_s[here[h]]).astype(np.int64), item_here[h],
+               PURCHASE)
+    # Bought elsewhere: a short visit to the other platform straight to the item.
+    w = np.nonzero(switch)[0]
+    to = there[w]
+    item_there = world.of_product[to, product[w]]
+    t_start = t_end[w] + 300 + rng.exponential(3600.0, size=w.size).astype(np.int64)
+    w_id = log.sessions(m_person[b[w]], to, t_start)
+    t_cart = t_start + 5 + rng.exponential(20.0, size=w.size).astype(np.int64)
+    log.events(w_id, t_start, item_there, VIEW)
+    log.events(w_id[~direct[w]], t_cart[~direct[w]], item_there[~direct[w]], CART)
+    log.events(w_id, t_cart + 20 + rng.exponential(3 * gap_s[to]).astype(np.int64), item_there, PURCHASE)
 
-    f_idx = np.nonzero(rng.random(v_sess.size) < spec.fav_rate * (0.3 + aff))[0]
-    f_time = v_time[f_idx] + 3 + rng.exponential(10.0, size=f_idx.size).astype(np.int64)
-    d_idx = np.nonzero(rng.random(v_sess.size) < spec.direct_buy_rate * persons.buy_prop[v_person])[0]
-    d_time = v_time[d_idx] + 30 + rng.exponential(60.0, size=d_idx.size).astype(np.int64)
 
-    parts = [  # (view index, time, kind, session)
-        (np.arange(v_sess.size), v_time, VIEW, v_sess),
-        (c_idx, c_time, CART, v_sess[c_idx]),
-        (r_idx, r_time, REMOVE, v_sess[r_idx]),
-        (b_idx, p_time, PURCHASE, p_session),
-        (b_idx[ret], rv_time, VIEW, ret_session),
-        (f_idx, f_time, FAVORITE, v_sess[f_idx]),
-        (d_idx, d_time, PURCHASE, v_sess[d_idx]),
-    ]
-    src = np.concatenate([p[0] for p in parts]).astype(np.int64)
-    time = np.concatenate([p[1] for p in parts]).astype(np.int64)
-    kind = np.concatenate([np.full(p[0].size, p[2], dtype=np.int64) for p in parts])
-    session = np.concatenate([p[3] for p in parts]).astype(np.int64)
-    member = v_member[src]
-    time, keep = _unique_times(member, time, kind, members.end_day, days)
-    return _Events(member=member[keep], time=time, item=v_item[src][keep], kind=kind[keep], session=session[keep])
+def _replenishment(rng: np.random.Generator, world: _World, log: _Log) -> None:
+    """Regular buyers of a consumable repurchase their item on a personal cycle, in short sessions."""
+    tax, persons, products, days = world.tax, world.persons, world.products, world.days
+    cons = np.array([tax.codes.index(code) for code in CONSUMABLES], dtype=np.int64)
+    median = np.array(list(CONSUMABLES.values()))
+    p_regular = np.clip(_REGULAR[0] * persons.affinity[:, cons] - _REGULAR[1], 0.0, _REGULAR[2])
+    regular = rng.random(p_regular.shape) < p_regular
+    r_person, r_c = (a.astype(np.int64) for a in np.nonzero(regular))
+    weights = world.usage[r_person].sum(axis=2)  # where the person shops most
+    has = weights.sum(axis=1) > 0
+    r_person, r_c, weights = r_person[has], r_c[has], weights[has]
+    n_r = r_person.size
+    if n_r == 0:
+        return
+    r_plat = _pick(rng, weights)
+    r_sub = cons[r_c]
+    level = persons.price_level[r_person] + rng.normal(0.0, 0.3, size=n_r)
+    r_product = _sample_near(rng, products, r_sub, level)
+    cycle = median[r_c] * rng.lognormal(0.0, _CYCLE_PERSON_SD, size=n_r)
+    start, end = world.start[r_person, r_plat], world.end[r_person, r_plat]
+    slots = int(np.ceil(days / (0.5 * cycle.min()))) + 1
+    steps = cycle[:, None] * np.clip(1.0 + rng.normal(0.0, _CYCLE_JITTER, size=(n_r, slots)), 0.5, 1.5)
+    steps[:, 0] = rng.random(n_r) * cycle  # the cycle runs already: the first purchase is due within one cycle
+    due = start[:, None] + np.cumsum(steps, axis=1)
+    fade = np.clip((end[:, None] - due) / persons.fade_days[r_person][:, None], 0.0, 1.0)
+    ok = (due < np.minimum(end, days)[:, None]) & (rng.random(due.shape) < fade) & (rng.random(due.shape) >= _SKIP)
+    same_item = rng.random(due.shape) < _SAME_ITEM
+    row, col = np.nonzero(ok)
+    n = row.size
+    other = _sample_near(rng, products, r_sub[row], level[row])
+    product = np.where(same_item[row, col], r_product[row], other)
+    plat = r_plat[row]
+    t_start = np.floor(due[row, col]).astype(np.int64) * DAY_S + _hour_offsets(rng, n)
+    s_id = log.sessions(r_person[row], plat, t_start)
+    gap_s = _spec_array("gap_s")
+    extra = rng.poisson(_REPLENISH_VIEWS, size=n)
+    item = world.of_product[plat, product]
+    log.events(s_id, t_start, item, VIEW)
+    x_sess = np.repeat(np.arange(n), extra)
+    x_first = _offsets(extra)
+    x_gap = 2 + rng.exponential(gap_s[plat[x_sess]]).astype(np.int64)
+    x_cum = np.cumsum(x_gap)
+    x_time = t_start[x_sess] + x_cum - np.concatenate([[0], x_cum])[x_first][x_sess]
+    x_item = world.of_product[plat[x_sess], _sample_near(rng, products, r_sub[row][x_sess], level[row][x_sess])]
+    log.events(s_id[x_sess], x_time, x_item, VIEW)
+    t_last = t_start + np.bincount(x_sess, weights=x_gap, minlength=n).astype(np.int64)
+    t_view = t_last + 2 + rng.exponential(gap_s[plat]).astype(np.int64)
+    has_extra = extra > 0
+    log.events(s_id[has_extra], t_view[has_extra], item[has_extra], VIEW)  # back to the usual item
+    direct = rng.random(n) < _spec_array("no_cart_buy")[plat]
+    t_cart = t_view + 5 + rng.exponential(20.0, size=n).astype(np.int64)
+    log.events(s_id[~direct], t_cart[~direct], item[~direct], CART)
+    log.events(s_id, t_cart + 20 + rng.exponential(3 * gap_s[plat]).astype(np.int64), item, PURCHASE)
 
 
 def _unique_times(member: IntArray, time: IntArray, order_key: IntArray, end_day: FloatArray,

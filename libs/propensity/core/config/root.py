@@ -15,7 +15,9 @@ from propensity.core.config.sections import (
     EvaluationConfig,
     FeaturesConfig,
     IngestConfig,
+    MaintenanceConfig,
     MlflowConfig,
+    MonitorConfig,
     PlatformConfig,
     PublishConfig,
     ScoringConfig,
@@ -47,6 +49,8 @@ class Config:
     mlflow: MlflowConfig = option("MLflow tracking and registry.", default_factory=MlflowConfig)
     scoring: ScoringConfig = option("Batch scoring.", default_factory=ScoringConfig)
     publish: PublishConfig = option("Inventory and ads outputs.", default_factory=PublishConfig)
+    monitor: MonitorConfig = option("Drift monitoring.", default_factory=MonitorConfig)
+    maintenance: MaintenanceConfig = option("Table upkeep and erasure.", default_factory=MaintenanceConfig)
 
     def __post_init__(self) -> None:
         _validate_feeds(self.platforms, self.ads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -21,7 +22,6 @@ from propensity.core.tables import TABLES, ensure_table
 from propensity.core.tracking import setup_mlflow
 from propensity.stages.monitor.histograms import Histogram, psi
 from propensity.stages.monitor.monitor import run_monitor
-from propensity.stages.scoring.score import score_snapshot
 
 REF, PREVIOUS, TODAY = date(2026, 1, 1), date(2026, 1, 8), date(2026, 1, 9)
 USERS = 400
@@ -65,13 +65,16 @@ def model_uri(make_config: Callable[..., Config], tmp_path_factory: pytest.TempP
     return tracking, f"models:/toy_activity/{info.registered_model_version}"
 
 
-def _examples(spark: SparkSession, cfg: Config, day: date, activity: dict[str, float], seed: int) -> None:
+def _examples(spark: SparkSession, cfg: Config, day: date, activity: dict[str, float], seed: int,
+              model_version: str | None) -> None:
+    """training_examples rows of ``day``; with ``model_version``, also the toy model's user_scores (written
+    directly: scoring itself is tested elsewhere)."""
     rng = np.random.default_rng(seed)
     frames = []
     for platform, scale in activity.items():
         data: dict[str, Any] = {c: np.zeros(USERS) for c in FEATURE_COLUMNS}
         data["n_view_30d"] = rng.poisson(12 * scale, USERS)
-        data["n_view_7d"] = rng.poisson(3 * scale, USERS)
+        data["n_view_7d"] = rng.binomial(data["n_view_30d"], 0.25)  # follows the 30-day count
         data["days_since_last_event"] = rng.exponential(3 / scale, USERS)
         data["spend_30d"] = rng.exponential(20, USERS)  # unrelated to the scores
         frame = pd.DataFrame(data)
@@ -87,6 +90,16 @@ def _examples(spark: SparkSession, cfg: Config, day: date, activity: dict[str, f
         *[F.lit(None).alias(c) for c in LABEL_COLUMNS])
     df.select(*[F.col(f.name).cast(f.dataType) for f in schema]).writeTo(table).append()
     assert TABLES["training_examples"].column_names == tuple(schema.fieldNames())
+    if model_version is None:
+        return
+    predicted = _toy_model().predict(None, pdf)
+    scores = pd.DataFrame({"user_id": pdf["user_id"], "platform": pdf["platform"],
+                           **{f"{t}_score": predicted[t] for t in ("purchase", "click", "churn")}})
+    target = ensure_table(spark, cfg, "user_scores")
+    (spark.createDataFrame(scores).select(
+        F.lit(day).alias("snapshot_date"), "user_id", "platform", "purchase_score", "click_score", "churn_score",
+        F.lit("toy_activity").alias("model_name"), F.lit(model_version).alias("model_version"),
+        F.current_timestamp().alias("scored_at")).writeTo(target).append())
 
 
 def _world(spark: SparkSession, make_config: Callable[..., Config], model_uri: tuple[str, str],
@@ -94,10 +107,10 @@ def _world(spark: SparkSession, make_config: Callable[..., Config], model_uri: t
     cfg = make_config(overrides=[f"mlflow.tracking_uri={model_uri[0]}", "monitor.min_rows=100",
                                  "monitor.top_features=3"])
     steady = {"shop": 1.0, "app": 1.0}
-    for day, activity, seed in ((REF, steady, 1), (PREVIOUS, steady, 2), (TODAY, today, 3)):
-        _examples(spark, cfg, day, activity, seed)
-    for day in (PREVIOUS, TODAY):
-        score_snapshot(spark, cfg, day, model_uri[1])
+    version = model_uri[1].rsplit("/", 1)[1]
+    for day, activity, seed, scored in ((REF, steady, 1, None), (PREVIOUS, steady, 2, version),
+                                        (TODAY, today, 3, version)):
+        _examples(spark, cfg, day, activity, seed, scored)
     return cfg
 
 
@@ -135,15 +148,17 @@ def test_halved_activity_on_one_platform_alerts(spark: SparkSession, make_config
                  "--set", "monitor.min_rows=100", "--set", "monitor.top_features=3"])
     out, err = capsys.readouterr()
     assert code == 4, err
-    alerts = {tuple(line.split()[3:6:2]) for line in err.strip().splitlines()}
-    assert all(line.startswith("propensity monitor: ALERT drift ") for line in err.strip().splitlines())
+    lines = err.strip().splitlines()
+    assert all(re.match(r"propensity monitor: ALERT drift \S+ on \S+: PSI \d", line) for line in lines), lines
+    alerts = {re.match(r"propensity monitor: ALERT drift (\S+) on (\S+):", line).groups()  # type: ignore[union-attr]
+              for line in lines}
     assert {("purchase_score", "app"), ("churn_score", "app"), ("n_view_30d", "app")} <= alerts
     assert not any(platform == "shop" for _, platform in alerts)
     drift = spark.table(cfg.table("score_drift")).toPandas()
     app = drift[(drift["platform"] == "app") & (drift["variable"] == "purchase_score")].set_index("comparison")
     assert set(app["status"]) == {"alert"} and (app["mean"] < app["baseline_mean"] - 0.1).all()
     assert set(drift[drift["platform"] == "shop"]["status"]) == {"ok"}
-    assert "1 alert" not in out and "alert" in out
+    assert f", {len(lines)} alert, " in out.splitlines()[0]
     run = mlflow.MlflowClient(tracking_uri=model_uri[0]).get_run(drift["mlflow_run_id"].iloc[0])
     artifacts = [a.path for a in mlflow.MlflowClient(tracking_uri=model_uri[0]).list_artifacts(run.info.run_id,
                                                                                                 "monitor")]

@@ -109,7 +109,7 @@ def _importance(scored: DataFrame, features: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for f in features:
         values = [abs(sample[f].corr(sample[s])) for s in SCORE_VARIABLES] if sample[f].std() > 0 else []
-        out[f] = max((v for v in values if v == v), default=0.0)
+        out[f] = float(max((v for v in values if v == v), default=0.0))
     return out
 
 

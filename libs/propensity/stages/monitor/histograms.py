@@ -9,7 +9,7 @@ aggregation counts every bin, the sums for the means and the rows at or above a 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +73,8 @@ _BINS_SCHEMA = StructType([StructField("platform", StringType()), StructField("v
                            StructField("edges", ArrayType(DoubleType())), StructField("threshold", DoubleType())])
 
 
-def histograms(spark: SparkSession, long: DataFrame, bins: dict[tuple[str, str], tuple[Sequence[float], float | None]]
+def histograms(spark: SparkSession, long: DataFrame,
+               bins: Mapping[tuple[str, str], tuple[Sequence[float], float | None]]
                ) -> dict[tuple[object, str, str], Histogram]:
     """Histograms of ``long`` per ``(snapshot_date, platform, variable)`` with the given edges and thresholds.
 

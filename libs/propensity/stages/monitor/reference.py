@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import mlflow
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -104,8 +105,8 @@ IMPORTANCE_ROWS = 20_000
 
 def _importance(scored: DataFrame, features: list[str]) -> dict[str, float]:
     """Largest |Pearson correlation| of each feature with any task's score (0 for a constant feature)."""
-    sample = sample_rows(scored.select(*features, *SCORE_VARIABLES), IMPORTANCE_ROWS, seed=7).toPandas()
-    sample = sample.astype("float64")
+    sample = pd.DataFrame(sample_rows(scored.select(*features, *SCORE_VARIABLES), IMPORTANCE_ROWS, seed=7)
+                          .toPandas()).astype("float64")
     out: dict[str, float] = {}
     for f in features:
         values = [abs(sample[f].corr(sample[s])) for s in SCORE_VARIABLES] if sample[f].std() > 0 else []

@@ -38,6 +38,7 @@ def _holds_person(value: object) -> bool:
 def _files_with_person(warehouse: Path) -> list[str]:
     """Current parquet files under the warehouse with a string cell that is, or has a field that is, an id."""
     found = []
+    assert warehouse.is_dir() and any(warehouse.rglob("*.parquet")), warehouse
     for path in sorted(warehouse.rglob("*.parquet")):
         if "_delta_log" in path.parts:
             continue
@@ -99,7 +100,8 @@ def test_forget_removes_the_person_everywhere_and_is_idempotent(
     # 3 shop events of 500, 3 app events of 7, 2 ad impressions + 1 click of 7
     assert result.deleted["events"] == 9 and result.deleted["identity_map"] == 2
     assert _rows_with_person(spark, cfg) == {}
-    warehouse = cfg.root / "warehouse"
+    location = spark.sql(f"DESCRIBE DETAIL {cfg.table('events')}").first()["location"]  # type: ignore[index]
+    warehouse = Path(location.removeprefix("file:")).parent  # the database's folder: every table's files
     assert _files_with_person(warehouse) == []
     # other people stay
     assert spark.sql(f"SELECT count(*) FROM {cfg.table('events')} WHERE user_id = 'shop:501'").first()[0] == 1

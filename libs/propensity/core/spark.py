@@ -3,8 +3,12 @@
 Three situations, one function:
 
 * **Databricks** or any process that already has an active session: reuse it.
-* **spark-submit**: the launcher set the master and ``--packages``; only ask for the
-  session, never override the master.
+* **spark-submit**: the launcher set the master, ``--jars``/``--packages`` and any ``--conf``;
+  the session is made with Delta's SQL extension and catalog, UTC and ``spark.conf`` for
+  every key the launcher left unset (never the master, the jars or a key it set). Delta's
+  classes must be on the class path (``--packages`` or ``--jars``): without them, or when a
+  session already existed without Delta's extension, :class:`ConfigError` names the missing
+  ``--conf`` instead of a Java traceback at the first ``CREATE TABLE ... USING DELTA``.
 * **embedded local default**: ``local[*]`` with Delta's extension and catalog, a
   Hive-support metastore (Derby) and warehouse under ``storage.root`` so tables
   survive between CLI commands, session time zone UTC, and the workers on this
@@ -40,8 +44,10 @@ def get_spark(cfg: Config) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         spark = active
-    elif _launched_by_spark_submit() or "DATABRICKS_RUNTIME_VERSION" in os.environ:
+    elif "DATABRICKS_RUNTIME_VERSION" in os.environ:
         spark = SparkSession.builder.appName(cfg.spark.app_name).getOrCreate()
+    elif _launched_by_spark_submit():
+        spark = _submitted_session(cfg)
     else:
         spark = _local_session(cfg)
     _ensure_database(spark, cfg)
@@ -51,6 +57,69 @@ def get_spark(cfg: Config) -> SparkSession:
 def _launched_by_spark_submit() -> bool:
     # spark-submit starts the JVM first and hands Python its gateway port.
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+#: Settings a spark-submit'ed session gets unless the launcher set them (static ones only take effect here,
+#: before the session exists).
+DELTA_SESSION_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def submitted_defaults(cfg: Config) -> dict[str, str]:
+    """What a spark-submit'ed session is given for keys the launcher left unset.
+
+    Delta's extension and catalog, a Hive catalog (tables outlive one application: the cluster's
+    metastore from its ``hive-site.xml``, else an embedded Derby one, see the README) with its
+    warehouse under ``storage.root``, UTC, and ``spark.conf``.
+    """
+    return {**DELTA_SESSION_CONF, "spark.sql.catalogImplementation": "hive",
+            "spark.sql.warehouse.dir": f"{cfg.storage.root.rstrip('/')}/warehouse" if "://" in cfg.storage.root
+            else str(cfg.root / "warehouse"),
+            "spark.sql.session.timeZone": "UTC", "spark.databricks.delta.schema.autoMerge.enabled": "false",
+            **cfg.spark.conf}
+
+
+def _submitted_session(cfg: Config) -> SparkSession:
+    from pyspark import SparkConf
+
+    launched = SparkConf()  # what spark-submit put into the JVM: --conf, --master, --jars, spark-defaults.conf
+    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    for key, value in submitted_defaults(cfg).items():
+        if not launched.contains(key):
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    check_delta(spark, cfg.spark.delta_package)
+    for key, value in cfg.spark.conf.items():  # a session that existed already still takes runtime settings
+        if not launched.contains(key) and spark.conf.get(key, None) != value and spark.conf.isModifiable(key):
+            spark.conf.set(key, value)
+    return spark
+
+
+def check_delta(spark: SparkSession, package: str) -> None:
+    """Refuse a session without Delta's classes, SQL extension or catalog, naming the spark-submit option.
+
+    :param package: Delta's Maven coordinates, named in the message.
+    :raises ConfigError: Delta's jars are not on the class path, or ``spark.sql.extensions`` /
+        ``spark.sql.catalog.spark_catalog`` do not name Delta's.
+    """
+    jvm = spark.sparkContext._jvm
+    found = True  # without a JVM to ask (Spark Connect) or the method, the settings decide
+    if jvm is not None:
+        try:
+            found = bool(jvm.org.apache.spark.util.Utils.classIsLoadable(
+                DELTA_SESSION_CONF["spark.sql.catalog.spark_catalog"]))
+        except Exception:
+            found = True
+    if not found:
+        raise ConfigError(f"Delta Lake's classes are not on Spark's class path; pass spark-submit --packages"
+                          f" {package} (or --jars with the delta-spark and delta-storage jars)")
+    for key, value in DELTA_SESSION_CONF.items():
+        current = spark.conf.get(key, "") or ""
+        if value not in current.split(","):
+            raise ConfigError(f"the Spark session has {key}={current or '<unset>'}; start it with spark-submit"
+                              f" --conf {key}={value}")
 
 
 def delta_jars(cfg: Config) -> list[Path]:

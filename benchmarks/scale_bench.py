@@ -34,7 +34,7 @@ from propensity.core.datasets import plan_snapshots
 from propensity.core.spark import get_spark
 from propensity.stages.features import ensure_snapshots
 from propensity.stages.generate import generate_feeds
-from propensity.stages.ingest import ingest
+from propensity.stages.ingest.pipeline import ingest
 
 REPO = Path(__file__).resolve().parent.parent
 

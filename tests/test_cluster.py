@@ -22,6 +22,7 @@ import shlex
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,11 +113,16 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> ClusterRun:
               ("pretrain", []), ("finetune", []), ("score", ["--snapshot-date", day, "--model-uri", MODEL_URI]),
               ("publish", ["--snapshot-date", day])]
     outputs: dict[str, str] = {}
-    for script, args in stages:
+    for i, (script, args) in enumerate(stages):
         command = submit_command(whl, jars, root, script, *common, *args)
-        done = subprocess.run(command, cwd=REPO, env=submit_env(), capture_output=True, text=True, timeout=900)
-        log = done.stdout + done.stderr
+        log_path = base / f"{i}-{script}.log"  # Spark's own log (INFO) and the stage's output, kept for a failure
+        started = time.perf_counter()
+        with log_path.open("w") as log_file:
+            done = subprocess.run(command, cwd=REPO, env=submit_env(), stdout=log_file, stderr=subprocess.STDOUT,
+                                  text=True, timeout=1800)
+        log = log_path.read_text()
         assert done.returncode == 0, f"{shlex.join(command)} exited {done.returncode}:\n{log[-6000:]}"
+        print(f"{script} {' '.join(args)}: {time.perf_counter() - started:.0f}s ({log_path})")
         outputs[f"{script} {' '.join(args)}".strip()] = log
     return ClusterRun(feeds, root, outputs)
 
@@ -157,7 +163,7 @@ def local_run(cluster_run: ClusterRun, make_config: Callable[..., Config], spark
     """The same stages on the same feeds in this process's local[2] session, scoring the cluster's model version."""
     from propensity.core.datasets import plan_snapshots
     from propensity.stages.features import ensure_snapshots, write_snapshot
-    from propensity.stages.ingest import ingest
+    from propensity.stages.ingest.pipeline import ingest
     from propensity.stages.publish.publish import publish
     from propensity.stages.scoring.score import score_snapshot
 

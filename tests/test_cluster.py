@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
@@ -250,13 +251,29 @@ try:
 except ModuleNotFoundError:
     Block.names = {"pyspark"}  # from now on only what the model brings along may provide it
 import mlflow
-from mlflow.models import Model
 
 model_dir = sys.argv[1]
 model = mlflow.pyfunc.load_model(model_dir)
-example = Model.load(model_dir).load_input_example(model_dir)
 print(json.dumps({"module": sys.modules["propensity"].__file__,
-                  "predictions": model.predict(example).to_dict(orient="list")}))
+                  "predictions": model.predict(example(model_dir)).to_dict(orient="list")}))
+"""
+
+#: The model's logged input example as the signature's types (JSON ints would be int64; event_ids are int32).
+EXAMPLE = r"""
+def example(model_dir):
+    import json
+    import numpy as np
+    import pandas as pd
+
+    with open(f"{model_dir}/input_example.json") as f:
+        logged = json.load(f)
+    frame = pd.DataFrame(logged["data"], columns=logged["columns"])
+    for column in frame.columns:
+        if column == "event_ids":
+            frame[column] = [np.asarray(v, dtype=np.int32) for v in frame[column]]
+        else:
+            frame[column] = frame[column].astype("float64")
+    return frame
 """
 
 
@@ -265,7 +282,6 @@ def test_registered_model_loads_where_only_its_own_requirements_are(cluster_run:
     import json
 
     import mlflow
-    from mlflow.models import Model
 
     model_dir = cluster_run.root / "scoring" / "models" / "propensity_teacher-v1"
     requirements = (model_dir / "requirements.txt").read_text().split()
@@ -275,13 +291,14 @@ def test_registered_model_loads_where_only_its_own_requirements_are(cluster_run:
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     purelib = sysconfig.get_paths()["purelib"]
-    done = subprocess.run([sys.executable, "-S", "-c", FRESH_LOAD, str(model_dir), purelib], env=env,
+    done = subprocess.run([sys.executable, "-S", "-c", EXAMPLE + FRESH_LOAD, str(model_dir), purelib], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["module"].startswith(str(model_dir / "code" / "propensity"))
-    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(
-        Model.load(str(model_dir)).load_input_example(str(model_dir)))
+    namespace: dict[str, Any] = {}
+    exec(EXAMPLE, namespace)
+    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(namespace["example"](str(model_dir)))
     assert list(loaded["predictions"]) == list(expected.columns)
     for task, values in loaded["predictions"].items():
         assert values == pytest.approx(expected[task].tolist(), abs=1e-9)

@@ -52,10 +52,11 @@ class EventEmbedding(nn.Module):
         # a list in EVENT_FIELDS order: "type" cannot be a module name
         self.tables = nn.ModuleList(nn.Embedding(field_sizes[f], hidden_size, padding_idx=0) for f in EVENT_FIELDS)
         self.mask = nn.Parameter(torch.zeros(hidden_size))
-        for table in self.tables:
-            nn.init.normal_(table.weight, std=0.02)
+        for field in EVENT_FIELDS:
+            weight = self.table(field).weight
+            nn.init.normal_(weight, std=0.02)
             with torch.no_grad():
-                table.weight[0].zero_()
+                weight[0].zero_()
 
     def table(self, field: str) -> nn.Embedding:
         """The embedding table of ``field``."""
@@ -90,6 +91,8 @@ class EventEncoder(nn.Module):
         self.config = config
         self.embedding = EventEmbedding(config.hidden_size, field_sizes or FIELD_SIZES)
         self.body = body if body is not None else BertModel(config, add_pooling_layer=False)
+        # positions arrive as inputs_embeds: BERT's word table is never read, so it takes no gradient
+        self.body.embeddings.word_embeddings.weight.requires_grad_(False)
 
     @property
     def max_positions(self) -> int:

@@ -52,11 +52,7 @@ class PropensityPyfunc(PythonModel):
         Inside a Spark task (``mlflow.pyfunc.spark_udf``) torch uses one thread: Spark already runs
         one task per core, and more threads per task made scoring several times slower.
         """
-        try:
-            from pyspark import TaskContext
-        except ImportError:  # a serving environment without Spark
-            TaskContext = None  # noqa: N806
-        if TaskContext is not None and TaskContext.get() is not None:
+        if _inside_spark_task():
             torch.set_num_threads(1)
         self.load(Path(context.artifacts["model"]))
 
@@ -214,3 +210,12 @@ def log_fusion_model(teacher: Path, student: Path, weights: dict[str, float], ex
     version = _log_and_register(FusionPyfunc(), artifacts, example, output, registered_model_name)
     mlflow.log_params({f"fusion.weight_{t}": w for t, w in weights.items()})
     return version
+
+
+def _inside_spark_task() -> bool:
+    """Whether this process runs a Spark task (False in a serving environment without pyspark)."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return False
+    return TaskContext.get() is not None

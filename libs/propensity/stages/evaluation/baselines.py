@@ -74,7 +74,9 @@ def _estimator(name: str, params: dict[str, Any], label: str, seed: int) -> Logi
     if name == BASELINE_LR:
         return LogisticRegression(featuresCol="features_vec", labelCol=label, maxIter=100, standardization=True,
                                   probabilityCol="p", **params)
-    return GBTClassifier(featuresCol="features_vec", labelCol=label, seed=seed, probabilityCol="p", **params)
+    gbt = GBTClassifier(featuresCol="features_vec", labelCol=label, seed=seed, **params)
+    # the stubs omit probabilityCol from GBTClassifier's keyword arguments; the param exists
+    return gbt.setProbabilityCol("p")
 
 
 def _probabilities(model: Any, rows: DataFrame) -> pd.Series:

@@ -1,7 +1,8 @@
-"""``behavior_text``: the user's recent events on all platforms as one line of words.
+"""``behavior_text``: the user's recent events on all platforms as one line of words, for people.
 
-Format (words separated by single spaces; every word is kept whole by the tokenizer's
-whitespace pre-tokenizer)::
+The models read the same events as integer ids (``event_ids``, see
+:mod:`propensity.core.sequence`); this text is what an analyst reads in ``training_examples``
+to see a row's history at a glance. Format (words separated by single spaces)::
 
     EVENT ([GAP] EVENT)* GAP <target:PLATFORM>
     EVENT = [PLATFORM] EVENT_TYPE [CATEGORY] [BRAND] [PRICE]
@@ -28,9 +29,7 @@ for example::
   event starts with its ``[PLATFORM]`` word, so events stay delimited). The gap before
   ``<target:...>`` is from the last event to T (recency) and is always there (``+0m``
   under a minute).
-- ``<target:PLATFORM>``: the platform the row predicts for. It comes **last** so that
-  the newest part of the sequence and the target survive truncation: the tokenizer
-  truncates on the left (see :mod:`propensity.models.tokenizer`).
+- ``<target:PLATFORM>``: the platform the row predicts for, after the newest event.
 
 Built with Spark SQL functions only, no Python UDF: per ``(user_id, platform)`` a sorted
 ``collect_list`` of event structs, cut to the newest N; per user (a window) the platforms'

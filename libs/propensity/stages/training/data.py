@@ -1,4 +1,4 @@
-"""Spark side of training: rows tokenised and handed to the train function through petastorm.
+"""Spark side of training: rows cut to event positions and handed to the train function via petastorm.
 
 - :func:`feature_stats`: normalisation statistics of the train rows (computed in Spark);
 - :func:`pretrain_frame` / :func:`finetune_frame`: the array columns the train functions read;

@@ -38,7 +38,7 @@ from propensity.core.sequence import SEQUENCE_COLUMN
 from propensity.core.spark import VENV_JARS_DIR
 from propensity.stages.generate import GeneratedFeeds, generate_feeds
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.distributed, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 SPARK_SUBMIT = Path(__import__("pyspark").__file__).parent / "bin" / "spark-submit"

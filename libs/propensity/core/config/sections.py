@@ -192,10 +192,8 @@ class MlflowConfig:
 
 @dataclass
 class SqlServerConfig:
-    """``propensity sql-server``: who may log in over JDBC and who may change data (see docs/security.md)."""
+    """``propensity sql-server``: who may log in over JDBC (it is read-only for everyone; see docs/security.md)."""
 
     credentials_file: str | None = option(
         "File of user:password lines (readable by its owner only) for JDBC logins; null: the"
         " PROPENSITY_SQL_USER / PROPENSITY_SQL_PASSWORD environment variables.", default=None)
-    writers: list[str] = option("Users who may change data over JDBC; everyone else is read-only.",
-                                default_factory=list)

@@ -25,8 +25,8 @@ import scala.runtime.BoxedUnit;
  *
  * <p>Deny by default: once {@link #arm()} is called (after the server's own start-up), the rule
  * applies on every thread except those that called {@link #trustThisThread()} (the server's own
- * table registration). Users named in the system property propensity.sql.writers
- * (comma-separated) may write.
+ * table registration). Nobody writes through the endpoint: an operator changes data with
+ * `propensity sql --allow-writes`, which takes the tables' write locks.
  */
 public final class ReadOnlyGuard implements Function1<SparkSessionExtensions, BoxedUnit> {
   static final Set<String> READ_ONLY_COMMANDS = new HashSet<>(Arrays.asList(
@@ -70,18 +70,13 @@ public final class ReadOnlyGuard implements Function1<SparkSessionExtensions, Bo
     if (!armed || TRUSTED.get()) {
       return;
     }
-    String user = clientUser();
-    if (user != null && writers().contains(user)) {
-      return;
-    }
     // A client can switch this on through its JDBC URL (;?spark.sql.runSQLOnFiles=true), so it is
     // checked on every statement: with it, SELECT * FROM text.`/any/file` reads the server's files.
     String refused = session.sessionState().conf().runSQLonFile()
         ? "spark.sql.runSQLOnFiles=true (SQL on file paths)" : firstWrite(plan);
     if (refused != null) {
-      throw new SecurityException("read-only SQL endpoint: " + refused
-          + " changes data or state and is not allowed for user " + user
-          + " (writers: sql_server.writers)");
+      throw new SecurityException("read-only SQL endpoint: " + refused + " is not allowed (it only reads;"
+          + " an operator changes data with `propensity sql --allow-writes`)");
     }
   }
 
@@ -138,33 +133,5 @@ public final class ReadOnlyGuard implements Function1<SparkSessionExtensions, Bo
       }
     }
     return null;
-  }
-
-  private static Set<String> writers() {
-    Set<String> writers = new HashSet<>();
-    for (String user : System.getProperty("propensity.sql.writers", "").split(",")) {
-      if (!user.isBlank()) {
-        writers.add(user.strip());
-      }
-    }
-    return writers;
-  }
-
-  /** The JDBC client's authenticated user name, or null outside a client's session. */
-  static String clientUser() {
-    try {
-      org.apache.hadoop.hive.ql.session.SessionState state = org.apache.hadoop.hive.ql.session.SessionState.get();
-      if (state != null && state.getUserName() != null) {
-        return state.getUserName(); // statements run on the handler thread
-      }
-      // Asynchronous statements run inside the session's UserGroupInformation.doAs; outside one the
-      // current user is the server's own login, which is no client.
-      org.apache.hadoop.security.UserGroupInformation current =
-          org.apache.hadoop.security.UserGroupInformation.getCurrentUser();
-      return current.equals(org.apache.hadoop.security.UserGroupInformation.getLoginUser())
-          ? null : current.getShortUserName();
-    } catch (java.io.IOException | RuntimeException e) {
-      return null;
-    }
   }
 }

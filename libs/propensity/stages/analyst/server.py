@@ -9,9 +9,10 @@ BI tools and ``beeline -u jdbc:hive2://localhost:10000/propensity -n USER -p PAS
   ``sql_server.credentials_file`` (readable by its owner only), else ``PROPENSITY_SQL_USER`` /
   ``PROPENSITY_SQL_PASSWORD``. Without credentials the server refuses to start; a connection
   without the right ones is refused before it can run anything.
-* **Read-only**: a check rule in the JVM (``resources/java/ReadOnlyGuard.java``) refuses every
-  statement that would change data or state, on the analyzed plan before it runs, for every
-  user but those in ``sql_server.writers``; SQL on file paths is off.
+* **Read-only for everyone**: a check rule in the JVM (``resources/java/ReadOnlyGuard.java``)
+  refuses every statement that would change data or state, on the analyzed plan before it runs;
+  SQL on file paths is off. Operators change data with ``propensity sql --allow-writes``, which
+  takes the tables' write locks (a JDBC session could not).
 
 The server runs in this process's own local Spark session, with its own catalog: it registers
 every table of ``storage.root`` at start and every :data:`RESCAN_SECONDS` the ones created
@@ -82,7 +83,6 @@ def server_settings(cfg: Config, port: int) -> dict[str, str]:
     auth = {"hive.server2.authentication": "CUSTOM", "hive.server2.custom.authentication.class": AUTHENTICATOR}
     # HiveServer2 reads its authentication from JVM system properties, not from Spark's Hadoop conf alone.
     options = [f"-D{k}={v}" for k, v in auth.items()]
-    options.append(f"-Dpropensity.sql.writers={','.join(cfg.sql_server.writers)}")
     if cfg.sql_server.credentials_file:
         options.append(f"-Dpropensity.sql.credentials={Path(cfg.sql_server.credentials_file).resolve()}")
     return {
@@ -131,9 +131,8 @@ def serve(cfg: Config, port: int) -> int:
     server = start_thrift_server(spark, cfg)
     threading.Thread(target=_rescan, args=(spark, cfg, stop), name="propensity-rescan", daemon=True).start()
     url = f"jdbc:hive2://localhost:{port}/{cfg.storage.schema}"
-    writers = ", ".join(cfg.sql_server.writers) or "nobody"
     print(f"Thrift server (HiveServer2) on {url}", flush=True)
-    print(f"logins: {logins}; read-only (may write: {writers})", flush=True)
+    print(f"logins: {logins}; read-only", flush=True)
     print(f"try: beeline -u {url} -n USER -p PASSWORD -e 'SHOW TABLES'; Ctrl-C stops it.", flush=True)
     while not stop.wait(0.5):
         pass

@@ -20,23 +20,25 @@ import fcntl
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from test_scoring import _register, _toy_models
+from test_sqlserver import BEELINE
 
 from propensity.core.config import Config
 from propensity.core.locks import lock_file
 from propensity.core.storage import database_dir
-from propensity.stages.features import write_snapshot
+from propensity.stages.features import write_snapshot, write_snapshots
 from propensity.stages.generate import generate_feeds
 from propensity.stages.ingest.pipeline import ingest
 from propensity.stages.publish.publish import publish
@@ -277,3 +279,52 @@ def test_a_busy_table_makes_a_writer_wait_then_fail_in_one_line(world: World, he
         "propensity publish: error: table inventory_demand is being written by pid 1 (a test holding the lock);"
         " waited 2s. Let that run finish, or raise storage.lock_wait_seconds")
     assert "Traceback" not in result.stderr
+
+
+def test_stages_analysts_and_the_sql_server_share_one_root(
+        spark: SparkSession, world: World, tmp_path: Path) -> None:
+    """While the SQL server serves the root, scoring, two features runs (one table: they take turns on its write
+    lock) and `propensity sql` run at the same time; all succeed and the tables equal the reference's."""
+    ensure_stage(world, "publish")
+    earlier = [world.day - timedelta(days=1), world.day - timedelta(days=2)]
+    write_snapshots(spark, world.reference, earlier, with_labels=False)
+    port = _free_port()
+    env = {**_env(), "PROPENSITY_SQL_USER": "analyst", "PROPENSITY_SQL_PASSWORD": "s3cret"}
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([*world.cli, "sql-server", "--port", str(port)], stdout=out,
+                                  stderr=subprocess.STDOUT, env=env, cwd=world.root.parent)
+    try:
+        while server.poll() is None and "Ctrl-C stops it" not in log.read_text():
+            time.sleep(0.5)
+        assert server.poll() is None, log.read_text()[-3000:]
+        runs = {name: subprocess.Popen([*world.cli, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, env=_env(), cwd=world.root.parent)
+                for name, args in [("score", world.stage("score")),
+                                   *[(f"features {d}", ["features", "--snapshot-date", d.isoformat(), "--no-labels"])
+                                     for d in earlier],
+                                   ("sql", ["sql", "SELECT count(*) AS n FROM user_scores_latest", "--format",
+                                            "csv"])]}
+        results = {name: (proc.communicate(timeout=1800), proc.returncode) for name, proc in runs.items()}
+        for name, ((_, err), code) in results.items():
+            assert code == 0, f"{name}: {err[-3000:]}"
+        served = subprocess.run(
+            [str(BEELINE), "-u", f"jdbc:hive2://localhost:{port}/propensity",
+             "-n", "analyst", "-p", "s3cret", "--outputformat=csv2", "-e",
+             "SELECT count(*) AS n FROM user_scores"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            env=env, timeout=900, check=False)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=300)
+    scored = spark.read.format("delta").load(str(database_dir(world.reference) / "user_scores")).count()
+    assert results["sql"][0][0].split() == ["n", str(scored)]
+    assert served.returncode == 0 and ["n", str(scored)] == [
+        line for line in served.stdout.splitlines() if line in ("n", str(scored))], served.stdout + served.stderr
+    assert server.returncode == 0, log.read_text()[-3000:]
+    assert_same_tables(spark, world, ("user_scores", "training_examples"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -20,9 +20,9 @@ _SQL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 @dataclass
 class StorageConfig:
-    """Where tables, metastore, MLflow data and checkpoints live."""
+    """Where tables, locks, MLflow data and checkpoints live."""
 
-    root: str = option("Directory for all local state (warehouse, metastore, mlflow, checkpoints).",
+    root: str = option("Directory for all local state (Delta tables in warehouse/, write locks, mlflow, checkpoints).",
                        default="var/propensity")
     schema: str = option("Database (schema) holding every table.", default="propensity")
     catalog: str | None = option("Unity Catalog name on Databricks; null locally.", default=None)

@@ -64,7 +64,7 @@ docs: setup
 demo: setup
 	$(VENV)/bin/propensity demo
 
-# Scoring throughput (issue 6): ours vs mlflow spark_udf vs a plain torch loop, student vs teacher.
+# Scoring throughput: ours vs mlflow spark_udf vs a plain torch loop, student vs teacher.
 # Self-contained, a few minutes on 2 cores; e.g. make bench BENCH_ARGS="--users 5000 --rounds 1".
 # Then how ingest and features cost grows with the data (1x and 10x the demo's people, same days;
 # e.g. SCALE_ARGS="--scales 0.5,5").

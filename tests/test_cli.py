@@ -102,6 +102,9 @@ def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["publish", "--snapshot-date", "2026-03-01"],
          "table .*user_scores does not exist yet; run `propensity score`"),
         (["sql", "SELEC 1"], "query failed: .*PARSE_SYNTAX_ERROR"),
+        (["sql", "DROP TABLE events"],
+         "propensity sql only reads: DropTable changes data or state and was not run; an operator can run it with"
+         " --allow-writes$"),
         (["sql-server", "--port", "0"], "--port 0 is not a TCP port"),
         (["config", "--set", "training.epochs=0"], r"training.epochs=0 must be >= 1"),
         (["demo", "--root", str(not_a_demo)], "--root .* is not empty and was not made by `propensity demo`"),

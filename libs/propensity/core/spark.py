@@ -9,10 +9,12 @@ Three situations, one function:
   classes must be on the class path (``--packages`` or ``--jars``): without them, or when a
   session already existed without Delta's extension, :class:`ConfigError` names the missing
   ``--conf`` instead of a Java traceback at the first ``CREATE TABLE ... USING DELTA``.
-* **embedded local default**: ``local[*]`` with Delta's extension and catalog, a
-  Hive-support metastore (Derby) and warehouse under ``storage.root`` so tables
-  survive between CLI commands, session time zone UTC, and the workers on this
-  Python (``PYSPARK_PYTHON``).
+* **embedded local default**: ``local[*]`` with Delta's extension and catalog, Spark's
+  in-memory catalog over the Delta folders under ``storage.root`` (each process registers
+  the tables it uses, so several processes share one root; :mod:`propensity.core.storage`),
+  session time zone UTC, and the workers on this Python (``PYSPARK_PYTHON``). Setting
+  ``spark.sql.catalogImplementation: hive`` (and a metastore) in ``spark.conf`` uses that
+  catalog instead.
 
 Delta's jars come, in this order, from ``spark.delta_jars_dir`` (or the
 ``PROPENSITY_DELTA_JARS`` environment variable), from the jar folder ``make setup``
@@ -29,7 +31,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from propensity.core.config import Config
-from propensity.core.errors import ConfigError, StorageBusyError
+from propensity.core.errors import ConfigError
+from propensity.core.storage import database_dir, folder_catalog, sql_path
 
 log = logging.getLogger(__name__)
 
@@ -141,19 +144,13 @@ def _local_session(cfg: Config) -> SparkSession:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     root = cfg.root
     root.mkdir(parents=True, exist_ok=True)
-    metastore = root / "metastore_db"
     log4j = Path(__file__).parents[1] / "resources" / "log4j2.properties"
-    java_opts = (f"-Dderby.system.home={root} -Dderby.stream.error.file={root / 'derby.log'}"
-                 f" -Dlog4j2.configurationFile={log4j.as_uri()}")
     builder = (
         SparkSession.builder.master(cfg.spark.master)
         .appName(cfg.spark.app_name)
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.catalogImplementation", "hive")
+        .config("spark.sql.catalogImplementation", "in-memory")
         .config("spark.sql.warehouse.dir", str(root / "warehouse"))
-        .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={metastore};create=true")
-        .config("spark.driver.extraJavaOptions", java_opts)
         .config("spark.driver.memory", cfg.spark.driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
@@ -162,29 +159,35 @@ def _local_session(cfg: Config) -> SparkSession:
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.local.dir", str(root / "tmp"))
     )
+    settings = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+                "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={log4j.as_uri()}"}
     jars = delta_jars(cfg)
     if jars:
         # Also on the driver's class path: threads with their own class loader (the Thrift
         # server's sessions) must see Delta's catalog too.
-        builder = (builder.config("spark.jars", ",".join(str(j) for j in jars))
-                   .config("spark.driver.extraClassPath", os.pathsep.join(str(j) for j in jars)))
+        settings.update({"spark.jars": ",".join(str(j) for j in jars),
+                         "spark.driver.extraClassPath": os.pathsep.join(str(j) for j in jars)})
     else:
         log.info("no local Delta jars found; resolving %s from Maven", cfg.spark.delta_package)
         builder = builder.config("spark.jars.packages", cfg.spark.delta_package)
-    for key, value in cfg.spark.conf.items():
+    for key, value in {**settings, **_joined(settings, cfg.spark.conf)}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
+#: Settings that hold lists: a value in ``spark.conf`` is added to ours instead of replacing it.
+_LIST_SETTINGS = {"spark.sql.extensions": ",", "spark.jars": ",", "spark.driver.extraClassPath": os.pathsep,
+                  "spark.driver.extraJavaOptions": " "}
+
+
+def _joined(ours: dict[str, str], configured: dict[str, str]) -> dict[str, str]:
+    """``spark.conf`` with its list settings appended to ours (a user's Java option keeps our log config)."""
+    return {key: (f"{ours[key]}{_LIST_SETTINGS[key]}{value}" if key in _LIST_SETTINGS and key in ours else value)
+            for key, value in configured.items()}
+
+
 def _ensure_database(spark: SparkSession, cfg: Config) -> None:
-    try:
-        spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
-    except Exception as e:
-        if "Derby" in str(e) or "XSDB6" in str(e) or "metastore" in str(e).lower():
-            raise StorageBusyError(
-                f"the metastore under {cfg.root / 'metastore_db'} is in use by another process (another propensity"
-                " command or `propensity sql-server`); wait for it, query through the server, or use another"
-                " storage.root") from e
-        raise
+    location = f" LOCATION '{sql_path(database_dir(cfg))}'" if folder_catalog(spark, cfg) else ""
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}{location}")

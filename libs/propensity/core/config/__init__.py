@@ -29,6 +29,7 @@ from propensity.core.config.sections import (
     PublishConfig,
     ScoringConfig,
     SparkConfig,
+    SqlServerConfig,
     StorageConfig,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "PublishConfig",
     "ScoringConfig",
     "SparkConfig",
+    "SqlServerConfig",
     "StorageConfig",
     "StudentSettings",
     "TeacherSettings",

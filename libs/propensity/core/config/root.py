@@ -20,6 +20,7 @@ from propensity.core.config.sections import (
     PublishConfig,
     ScoringConfig,
     SparkConfig,
+    SqlServerConfig,
     StorageConfig,
 )
 from propensity.core.errors import ConfigError
@@ -47,6 +48,8 @@ class Config:
     mlflow: MlflowConfig = option("MLflow tracking and registry.", default_factory=MlflowConfig)
     scoring: ScoringConfig = option("Batch scoring.", default_factory=ScoringConfig)
     publish: PublishConfig = option("Inventory and ads outputs.", default_factory=PublishConfig)
+    sql_server: SqlServerConfig = option("The JDBC endpoint (propensity sql-server).",
+                                         default_factory=SqlServerConfig)
 
     def __post_init__(self) -> None:
         _validate_feeds(self.platforms, self.ads)

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from propensity.core.config import Config
 from propensity.core.errors import DataNotReadyError
+from propensity.core.locks import table_lock
 from propensity.core.schema import BEHAVIOUR_EVENT_TYPES
 from propensity.core.tables import LATEST_VIEWS, ensure_latest_view, ensure_table, require_table
 
@@ -94,7 +95,8 @@ def publish(spark: SparkSession, cfg: Config, snapshot_date: date) -> PublishRes
     audiences = ads_audiences(scores, history, cfg).select(day, "*").persist()
     for name, df in (("inventory_demand", demand), ("ads_audiences", audiences)):
         table = ensure_table(spark, cfg, name)
-        df.writeTo(table).overwrite(F.col("snapshot_date") == F.lit(snapshot_date))
+        with table_lock(spark, cfg, name):
+            df.writeTo(table).overwrite(F.col("snapshot_date") == F.lit(snapshot_date))
     for name in LATEST_VIEWS:
         ensure_latest_view(spark, cfg, name)
     counts = {r["audience"]: r["count"] for r in audiences.groupBy("audience").count().collect()}

@@ -178,7 +178,7 @@ def distilled(make_config: Callable[..., Config], spark: SparkSession, tmp_path_
     from propensity.stages.training.pretrain import run_pretrain
 
     root = tmp_path_factory.mktemp("student")
-    tiny = {"vocab_size": 120, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+    tiny = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
             "max_length": 16, "dropout": 0.1, "head_hidden_size": 8}
     small = {**tiny, "hidden_size": 16, "intermediate_size": 32, "max_length": 12, "head_hidden_size": 4}
     training = {"pretrain_epochs": 1, "epochs": 2, "batch_size": 16, "num_processes": 2, "log_every_steps": 5,

@@ -191,7 +191,7 @@ def distilled(make_config: Callable[..., Config], spark: SparkSession, tmp_path_
                  *[f"training.{k}={v}" for k, v in training.items()]]
     cfg = make_config(overrides=overrides)
     plan = make_examples(spark, cfg, users_per_date=50, seed=5)
-    run_pretrain(spark, cfg, plan=plan)
+    run_pretrain(spark, cfg)
     teacher = run_finetune(spark, cfg, plan=plan)
     student = run_distill(spark, cfg, plan=plan)
     return Distilled(cfg, plan, teacher, student, run_evaluate(spark, cfg, plan=plan))

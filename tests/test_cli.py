@@ -94,7 +94,7 @@ def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["ingest"], "no feeds configured"),
         (["features"], "give --snapshot-date YYYY-MM-DD or --training-set"),
         (["features", "--snapshot-date", "2026-03-01"], "table .*events does not exist yet; run `propensity ingest`"),
-        (["pretrain"], "table .*events does not exist yet; run `propensity ingest` first"),
+        (["pretrain"], "table .*training_examples does not exist yet; run `propensity features` first"),
         (["finetune"], "table .*events does not exist yet; run `propensity ingest` first"),
         (["distill"], "table .*events does not exist yet; run `propensity ingest` first"),
         (["evaluate"], "table .*events does not exist yet; run `propensity ingest` first"),

@@ -227,10 +227,13 @@ def test_evaluate_covers_every_model_and_registers_the_fusion(distilled: Distill
     stored = spark.table(cfg.table("model_evaluations")).toPandas()
     assert set(stored["model_name"]) == {"propensity_teacher", "propensity_student", "propensity_fusion",
                                          "baseline_lr", "baseline_gbt"}
-    all_test = stored[(stored["platform"] == "all") & (stored["split"] == "test")]
+    all_test = stored[(stored["platform"] == "all") & (stored["split"] == "test") & (stored["variant"] == "full")
+                      & (stored["segment"] == "all")]
     assert len(all_test) == 5 * 3
     assert set(stored["platform"]) == {"all", "shop", "app"}
-    assert set(report.test_auc.index) == set(stored["model_name"])
+    assert "features_only" in set(stored.loc[stored["model_name"] == "propensity_teacher", "variant"])
+    assert {label.split(".")[0] for label in report.test_auc.index} == set(stored["model_name"])
+    assert "propensity_teacher.features_only" in report.test_auc.index
     assert set(stored.loc[stored["model_name"] == "baseline_lr", "model_version"].isna()) == {True}
     assert len(report.gates) == 3 * 3
     for gate in report.gates:

@@ -33,7 +33,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from test_scoring import _register, _toy_models
-from test_sqlserver import BEELINE
+from test_sqlserver import BEELINE, result_lines
 
 from propensity.core.config import Config
 from propensity.core.locks import lock_file
@@ -281,7 +281,8 @@ def test_a_busy_table_makes_a_writer_wait_then_fail_in_one_line(world: World, he
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.skip(reason="failed on its first run (loaded 2-core machine), cause not yet found; see docs/storage.md")
+@pytest.mark.skip(reason="its first run failed at the beeline check (output parsing, since fixed); the whole test "
+                         "is not yet seen passing; see docs/storage.md")
 def test_stages_analysts_and_the_sql_server_share_one_root(
         spark: SparkSession, world: World, tmp_path: Path) -> None:
     """While the SQL server serves the root, scoring, two features runs (one table: they take turns on its write
@@ -320,7 +321,7 @@ def test_stages_analysts_and_the_sql_server_share_one_root(
     scored = spark.read.format("delta").load(str(database_dir(world.reference) / "user_scores")).count()
     assert results["sql"][0][0].split() == ["n", str(scored)]
     assert served.returncode == 0 and ["n", str(scored)] == [
-        line for line in served.stdout.splitlines() if line in ("n", str(scored))], served.stdout + served.stderr
+        line for line in result_lines(served.stdout) if line in ("n", str(scored))], served.stdout + served.stderr
     assert server.returncode == 0, log.read_text()[-3000:]
     assert_same_tables(spark, world, ("user_scores", "training_examples"))
 

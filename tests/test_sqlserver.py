@@ -54,6 +54,11 @@ def test_credentials_are_required_and_kept_private(tmp_path: Path, monkeypatch: 
     assert check_credentials(load_config()) == "user analyst from PROPENSITY_SQL_PASSWORD"
 
 
+def result_lines(output: str) -> list[str]:
+    """beeline's output lines without the continuation prompt (``. . . . > ``) it may print before a result line."""
+    return [re.sub(r"^(\. )+> ", "", line) for line in output.splitlines()]
+
+
 def _blocks(output: str, url: str, statements: int) -> list[str]:
     """beeline -f output cut into one block per statement (each starts with the echoed prompt)."""
     return re.split(rf"^\d+: {re.escape(url)}> ", output, flags=re.MULTILINE)[1:statements + 1]
@@ -109,7 +114,7 @@ def test_beeline_needs_a_login_and_can_only_read(spark: SparkSession, tmp_path: 
         spark.createDataFrame([("x",)], "v STRING").write.format("delta").save(str(database_dir(cfg) / "later"))
         time.sleep(RESCAN_SECONDS * 2)
         later = _beeline(url, "-n", "analyst", "-p", "s3cret", "-e", "SELECT v FROM later")
-        assert later.returncode == 0 and [line for line in later.stdout.splitlines()
+        assert later.returncode == 0 and [line for line in result_lines(later.stdout)
                                                         if line in ("v", "x")] == ["v", "x"], later.stdout
     finally:
         server.send_signal(signal.SIGINT)

@@ -11,7 +11,7 @@ JARS_STAMP := $(JARS)/.fetched-$(DELTA_VERSION)
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: setup jars test lint unit test-all docs demo bench clean
+.PHONY: setup jars test lint unit test-cluster wheel test-all docs demo bench clean
 
 setup: $(INSTALLED) $(JARS_STAMP)
 
@@ -43,9 +43,19 @@ lint: setup
 unit: setup
 	$(VENV)/bin/pytest -q -m "not slow and not distributed and not server"
 
-# Everything: what CI (.ci/run) and the README run.
+# Everything but the cluster tier: what CI (.ci/run) and the README run. The cluster tier is apart
+# until a run of it is proven to fit CI's time (it starts executor JVMs for every stage).
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not cluster"
+
+# The cluster tier alone: the wheel and every stage through spark-submit on local-cluster[2,1,1024],
+# compared with a local run (tests/test_cluster.py; a few minutes, most of it executor start-up).
+test-cluster: setup
+	$(VENV)/bin/pytest -q -m cluster
+
+# The wheel for spark-submit --py-files, pip install on a cluster, or the Databricks bundle.
+wheel: setup
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
 
 # Regenerate the files made from the code: docs/*.md reference pages, conf/base.yml, jobs/*.py.
 docs: setup
@@ -55,10 +65,13 @@ docs: setup
 demo: setup
 	PROPENSITY_PSEUDONYM_KEY="$${PROPENSITY_PSEUDONYM_KEY:-demo-only-pseudonym-key-not-a-secret}" $(VENV)/bin/propensity demo
 
-# Scoring throughput (issue 6): ours vs mlflow spark_udf vs a plain torch loop, student vs teacher.
+# Scoring throughput: ours vs mlflow spark_udf vs a plain torch loop, student vs teacher.
 # Self-contained, a few minutes on 2 cores; e.g. make bench BENCH_ARGS="--users 5000 --rounds 1".
+# Then how ingest and features cost grows with the data (1x and 10x the demo's people, same days;
+# e.g. SCALE_ARGS="--scales 0.5,5").
 bench: setup
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+	$(PY) benchmarks/scale_bench.py $(SCALE_ARGS)
 
 clean:
-	rm -rf var build *.egg-info
+	rm -rf var build dist *.egg-info

@@ -38,7 +38,7 @@ def make_config(spark_root: Path, spark: SparkSession) -> Callable[..., Config]:
         base = [f"storage.root={spark_root}", f"storage.schema={schema}", "spark.master=local[2]",
                 "spark.shuffle_partitions=2"]
         cfg = load_config(overlays, base + (overrides or []))
-        spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+        get_spark(cfg)  # the shared session; creates the schema
         return cfg
 
     return make

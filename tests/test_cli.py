@@ -94,7 +94,7 @@ def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["ingest"], "no feeds configured"),
         (["features"], "give --snapshot-date YYYY-MM-DD or --training-set"),
         (["features", "--snapshot-date", "2026-03-01"], "table .*events does not exist yet; run `propensity ingest`"),
-        (["pretrain"], "table .*events does not exist yet; run `propensity ingest` first"),
+        (["pretrain"], "table .*training_examples does not exist yet; run `propensity features` first"),
         (["finetune"], "table .*events does not exist yet; run `propensity ingest` first"),
         (["distill"], "table .*events does not exist yet; run `propensity ingest` first"),
         (["evaluate"], "table .*events does not exist yet; run `propensity ingest` first"),
@@ -108,6 +108,9 @@ def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["maintain", "--set", "maintenance.vacuum_retain_hours=-1"],
          r"maintenance.vacuum_retain_hours=-1 must be >= 0"),
         (["sql", "SELEC 1"], "query failed: .*PARSE_SYNTAX_ERROR"),
+        (["sql", "DROP TABLE events"],
+         "propensity sql only reads: DropTable changes data or state and was not run; an operator can run it with"
+         " --allow-writes$"),
         (["sql-server", "--port", "0"], "--port 0 is not a TCP port"),
         (["config", "--set", "training.epochs=0"], r"training.epochs=0 must be >= 1"),
         (["demo", "--root", str(not_a_demo)], "--root .* is not empty and was not made by `propensity demo`"),

@@ -94,3 +94,64 @@ def test_notebooks_are_databricks_source_with_widgets_and_real_imports(notebook:
     for cell in cells:
         if cell.lstrip().startswith("# MAGIC %sql"):
             assert re.search(r"SELECT", cell)
+
+
+def test_setup_packages_every_subpackage_for_the_wheel() -> None:
+    """``find_packages`` only sees folders with ``__init__.py``: a stage without one would be missing from the wheel."""
+    from setuptools import find_packages
+
+    packaged = set(find_packages(str(ROOT / "libs")))
+    folders = {".".join(p.relative_to(ROOT / "libs").parts) for p in (ROOT / "libs" / "propensity").rglob("*")
+               if p.is_dir() and any(p.glob("*.py"))}
+    assert folders and folders <= packaged
+    assert {"propensity.stages", "propensity.stages.ingest", "propensity.stages.training"} <= packaged
+
+
+def test_cluster_overlay_trains_on_executors() -> None:
+    from propensity.core.config import load_config
+
+    cfg = load_config([ROOT / "conf" / "cluster.yml"])
+    assert cfg.training.local_mode is False
+    assert cfg.training.threads_per_process >= 1 and cfg.training.num_processes >= 1
+    assert cfg.storage.root == "/shared/propensity"
+
+
+class _Conf:
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.values.get(key, default)
+
+
+class _Session:
+    """What check_delta reads of a session: the JVM (None here: no class check) and the SQL settings."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.conf = _Conf(values)
+        self.sparkContext = type("Context", (), {"_jvm": None})()
+
+
+def test_submitted_session_gets_delta_and_a_missing_setting_names_the_option() -> None:
+    from propensity.core.config import load_config
+    from propensity.core.errors import ConfigError
+    from propensity.core.spark import DELTA_SESSION_CONF, check_delta, submitted_defaults
+
+    cfg = load_config(None, ["storage.root=/mnt/shared/p", "spark.conf={spark.sql.adaptive.enabled: 'true'}"])
+    defaults = submitted_defaults(cfg)
+    assert defaults["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert defaults["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    assert defaults["spark.sql.catalogImplementation"] == "hive"
+    assert defaults["spark.sql.warehouse.dir"] == "/mnt/shared/p/warehouse"
+    assert defaults["spark.sql.adaptive.enabled"] == "true" and defaults["spark.sql.session.timeZone"] == "UTC"
+    assert "spark.master" not in defaults and "spark.jars" not in defaults
+
+    check_delta(_Session(dict(DELTA_SESSION_CONF)), "io.delta:delta-spark_2.13:4.0.1")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^the Spark session has spark\.sql\.extensions=<unset>; start it with"
+                                          r" spark-submit --conf spark\.sql\.extensions=io\.delta\.sql\."
+                                          r"DeltaSparkSessionExtension$"):
+        check_delta(_Session({}), "io.delta:delta-spark_2.13:4.0.1")  # type: ignore[arg-type]
+    other = {**DELTA_SESSION_CONF, "spark.sql.catalog.spark_catalog": "org.example.Catalog"}
+    with pytest.raises(ConfigError, match=r"spark\.sql\.catalog\.spark_catalog=org\.example\.Catalog; start it with"
+                                          r" spark-submit --conf spark\.sql\.catalog\.spark_catalog=org\.apache"):
+        check_delta(_Session(other), "io.delta:delta-spark_2.13:4.0.1")  # type: ignore[arg-type]

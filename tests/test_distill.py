@@ -178,7 +178,7 @@ def distilled(make_config: Callable[..., Config], spark: SparkSession, tmp_path_
     from propensity.stages.training.pretrain import run_pretrain
 
     root = tmp_path_factory.mktemp("student")
-    tiny = {"vocab_size": 120, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+    tiny = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
             "max_length": 16, "dropout": 0.1, "head_hidden_size": 8}
     small = {**tiny, "hidden_size": 16, "intermediate_size": 32, "max_length": 12, "head_hidden_size": 4}
     training = {"pretrain_epochs": 1, "epochs": 2, "batch_size": 16, "num_processes": 2, "log_every_steps": 5,
@@ -191,7 +191,7 @@ def distilled(make_config: Callable[..., Config], spark: SparkSession, tmp_path_
                  *[f"training.{k}={v}" for k, v in training.items()]]
     cfg = make_config(overrides=overrides)
     plan = make_examples(spark, cfg, users_per_date=50, seed=5)
-    run_pretrain(spark, cfg, plan=plan)
+    run_pretrain(spark, cfg)
     teacher = run_finetune(spark, cfg, plan=plan)
     student = run_distill(spark, cfg, plan=plan)
     return Distilled(cfg, plan, teacher, student, run_evaluate(spark, cfg, plan=plan))
@@ -227,10 +227,13 @@ def test_evaluate_covers_every_model_and_registers_the_fusion(distilled: Distill
     stored = spark.table(cfg.table("model_evaluations")).toPandas()
     assert set(stored["model_name"]) == {"propensity_teacher", "propensity_student", "propensity_fusion",
                                          "baseline_lr", "baseline_gbt"}
-    all_test = stored[(stored["platform"] == "all") & (stored["split"] == "test")]
+    all_test = stored[(stored["platform"] == "all") & (stored["split"] == "test") & (stored["variant"] == "full")
+                      & (stored["segment"] == "all")]
     assert len(all_test) == 5 * 3
     assert set(stored["platform"]) == {"all", "shop", "app"}
-    assert set(report.test_auc.index) == set(stored["model_name"])
+    assert "features_only" in set(stored.loc[stored["model_name"] == "propensity_teacher", "variant"])
+    assert {label.split(".")[0] for label in report.test_auc.index} == set(stored["model_name"])
+    assert "propensity_teacher.features_only" in report.test_auc.index
     assert set(stored.loc[stored["model_name"] == "baseline_lr", "model_version"].isna()) == {True}
     assert len(report.gates) == 3 * 3
     for gate in report.gates:

@@ -38,7 +38,7 @@ TAOBAO_BAD = {
     ",9001,33,pv,1767603600": "missing user",
     "7,9001,33,pv": "wrong column count",
     "7,9001,33,pv,1767603600,1": "wrong column count",
-    "7,9001,33,pv,12": "timestamp out of range",
+    "7,9001,33,pv,12": "timestamp before ingest.earliest_event_date",
 }
 
 RR_HEADER = "timestamp,visitorid,event,itemid,transactionid"

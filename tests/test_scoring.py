@@ -246,22 +246,3 @@ def test_killed_run_leaves_the_table_at_its_previous_version(spark: SparkSession
     table = DeltaTable.forPath(spark, str(root / "warehouse" / "propensity.db" / "user_scores"))
     assert table.history(1).first()["version"] == version
     assert table.toDF().where("model_name = 'recency'").count() == 4 and table.toDF().count() == 4
-
-
-def test_tail_encoder_equals_encode(tmp_path: Path) -> None:
-    """The scoring path's fast tokenisation (last words only, ASCII without the normaliser) changes no id."""
-    import random
-
-    from propensity.models.tokenizer import TailEncoder, encode, load_tokenizer, train_tokenizer
-
-    rng = random.Random(7)
-    words = ["[shop]", "[App]", "view", "CART", "electronics.phone", "c4756105", "b77", "p3", "+1d", "<target:app>",
-             "", " ", "\t", "x\u00a8y", "İstanbul", "ﬁsh", "\u3000", "a\x1cb", "zzqqxx"]
-    texts = [" ".join(rng.choice(words) for _ in range(n)) for n in list(range(0, 40)) * 8]
-    texts += ["", "a " * 14, "a " * 15, " a" * 14, "a " * 13 + "a"]
-    tokenizer = load_tokenizer(train_tokenizer([t for t in texts if t.isascii()], 60, tmp_path / "tok"))
-    for max_length in (3, 8, 16, 48):
-        want_ids, want_mask = encode(tokenizer, texts, max_length)
-        ids, mask = TailEncoder(tokenizer, max_length)(texts)
-        assert ids.dtype == want_ids.dtype and mask.dtype == want_mask.dtype
-        assert (ids == want_ids).all() and (mask == want_mask).all(), max_length

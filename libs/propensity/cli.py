@@ -242,13 +242,16 @@ def _sql_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help="the SQL query")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     parser.add_argument("--limit", type=int, default=None, help="print at most this many rows")
+    parser.add_argument("--allow-writes", action="store_true",
+                        help="also run statements that change data (INSERT, DELETE, MERGE, DROP, ALTER, ...);"
+                             " without it only statements that read run")
 
 
 def _sql(args: argparse.Namespace) -> int:
     from propensity.stages.analyst.sql import render, run_sql
 
     cfg, spark = _session(args)
-    print(render(run_sql(spark, cfg, args.query), args.format, args.limit))
+    print(render(run_sql(spark, cfg, args.query, allow_writes=args.allow_writes), args.format, args.limit))
     return EXIT_OK
 
 
@@ -319,7 +322,7 @@ VERBS: dict[str, Verb] = {
     "forget": Verb("erase people from every table and purge their files; recorded in erasure_requests", _forget,
                    _forget_arguments),
     "maintain": Verb("OPTIMIZE (Z-order) and VACUUM every table, files and bytes before/after", _maintain),
-    "sql": Verb("run SQL on the project's database", _sql, _sql_arguments),
+    "sql": Verb("run SQL on the project's database (read-only unless --allow-writes)", _sql, _sql_arguments),
     "sql-server": Verb("serve the tables over JDBC/ODBC (Spark Thrift server, HiveServer2 protocol)", _sql_server,
                        _sql_server_arguments),
     "config": Verb("print the resolved configuration", _config_verb, _config_arguments),

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from propensity.core.config import Config, FeaturesConfig
 from propensity.core.errors import DataNotReadyError
 from propensity.core.schema import LABEL_COLUMNS
+from propensity.core.storage import table_exists
 from propensity.core.tables import require_table
 
 SPLITS = ("validation", "test")
@@ -104,7 +105,7 @@ def plan_snapshots(spark: SparkSession, cfg: Config) -> SnapshotPlan:
 def labelled_snapshots(spark: SparkSession, cfg: Config, dates: Sequence[date]) -> set[date]:
     """Those of ``dates`` that ``training_examples`` holds with labels (``label_purchase`` is never NULL then)."""
     table = cfg.table("training_examples")
-    if not spark.catalog.tableExists(table.replace("`", "")):
+    if not table_exists(spark, cfg, "training_examples"):
         return set()
     rows = (spark.table(table).where(F.col("snapshot_date").isin(list(dates)) & F.col("label_purchase").isNotNull())
             .select("snapshot_date").distinct().collect())

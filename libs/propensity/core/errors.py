@@ -46,4 +46,4 @@ class SqlError(PropensityError):
 
 
 class StorageBusyError(PropensityError):
-    """Another process holds what this one needs under ``storage.root`` (a lock, the metastore)."""
+    """Another process kept a table's write lock under ``storage.root`` longer than this one may wait."""

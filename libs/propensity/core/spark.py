@@ -3,12 +3,18 @@
 Three situations, one function:
 
 * **Databricks** or any process that already has an active session: reuse it.
-* **spark-submit**: the launcher set the master and ``--packages``; only ask for the
-  session, never override the master.
-* **embedded local default**: ``local[*]`` with Delta's extension and catalog, a
-  Hive-support metastore (Derby) and warehouse under ``storage.root`` so tables
-  survive between CLI commands, session time zone UTC, and the workers on this
-  Python (``PYSPARK_PYTHON``).
+* **spark-submit**: the launcher set the master, ``--jars``/``--packages`` and any ``--conf``;
+  the session is made with Delta's SQL extension and catalog, UTC and ``spark.conf`` for
+  every key the launcher left unset (never the master, the jars or a key it set). Delta's
+  classes must be on the class path (``--packages`` or ``--jars``): without them, or when a
+  session already existed without Delta's extension, :class:`ConfigError` names the missing
+  ``--conf`` instead of a Java traceback at the first ``CREATE TABLE ... USING DELTA``.
+* **embedded local default**: ``local[*]`` with Delta's extension and catalog, Spark's
+  in-memory catalog over the Delta folders under ``storage.root`` (each process registers
+  the tables it uses, so several processes share one root; :mod:`propensity.core.storage`),
+  session time zone UTC, and the workers on this Python (``PYSPARK_PYTHON``). Setting
+  ``spark.sql.catalogImplementation: hive`` (and a metastore) in ``spark.conf`` uses that
+  catalog instead.
 
 Delta's jars come, in this order, from ``spark.delta_jars_dir`` (or the
 ``PROPENSITY_DELTA_JARS`` environment variable), from the jar folder ``make setup``
@@ -25,7 +31,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from propensity.core.config import Config
-from propensity.core.errors import ConfigError, StorageBusyError
+from propensity.core.errors import ConfigError
+from propensity.core.storage import database_dir, folder_catalog, sql_path
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +47,10 @@ def get_spark(cfg: Config) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         spark = active
-    elif _launched_by_spark_submit() or "DATABRICKS_RUNTIME_VERSION" in os.environ:
+    elif "DATABRICKS_RUNTIME_VERSION" in os.environ:
         spark = SparkSession.builder.appName(cfg.spark.app_name).getOrCreate()
+    elif _launched_by_spark_submit():
+        spark = _submitted_session(cfg)
     else:
         spark = _local_session(cfg)
     _ensure_database(spark, cfg)
@@ -51,6 +60,69 @@ def get_spark(cfg: Config) -> SparkSession:
 def _launched_by_spark_submit() -> bool:
     # spark-submit starts the JVM first and hands Python its gateway port.
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+#: Settings a spark-submit'ed session gets unless the launcher set them (static ones only take effect here,
+#: before the session exists).
+DELTA_SESSION_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def submitted_defaults(cfg: Config) -> dict[str, str]:
+    """What a spark-submit'ed session is given for keys the launcher left unset.
+
+    Delta's extension and catalog, a Hive catalog (tables outlive one application: the cluster's
+    metastore from its ``hive-site.xml``, else an embedded Derby one, see the README) with its
+    warehouse under ``storage.root``, UTC, and ``spark.conf``.
+    """
+    return {**DELTA_SESSION_CONF, "spark.sql.catalogImplementation": "hive",
+            "spark.sql.warehouse.dir": f"{cfg.storage.root.rstrip('/')}/warehouse" if "://" in cfg.storage.root
+            else str(cfg.root / "warehouse"),
+            "spark.sql.session.timeZone": "UTC", "spark.databricks.delta.schema.autoMerge.enabled": "false",
+            **cfg.spark.conf}
+
+
+def _submitted_session(cfg: Config) -> SparkSession:
+    from pyspark import SparkConf
+
+    launched = SparkConf()  # what spark-submit put into the JVM: --conf, --master, --jars, spark-defaults.conf
+    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    for key, value in submitted_defaults(cfg).items():
+        if not launched.contains(key):
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    check_delta(spark, cfg.spark.delta_package)
+    for key, value in cfg.spark.conf.items():  # a session that existed already still takes runtime settings
+        if not launched.contains(key) and spark.conf.get(key, None) != value and spark.conf.isModifiable(key):
+            spark.conf.set(key, value)
+    return spark
+
+
+def check_delta(spark: SparkSession, package: str) -> None:
+    """Refuse a session without Delta's classes, SQL extension or catalog, naming the spark-submit option.
+
+    :param package: Delta's Maven coordinates, named in the message.
+    :raises ConfigError: Delta's jars are not on the class path, or ``spark.sql.extensions`` /
+        ``spark.sql.catalog.spark_catalog`` do not name Delta's.
+    """
+    jvm = spark.sparkContext._jvm
+    found = True  # without a JVM to ask (Spark Connect) or the method, the settings decide
+    if jvm is not None:
+        try:
+            found = bool(jvm.org.apache.spark.util.Utils.classIsLoadable(
+                DELTA_SESSION_CONF["spark.sql.catalog.spark_catalog"]))
+        except Exception:
+            found = True
+    if not found:
+        raise ConfigError(f"Delta Lake's classes are not on Spark's class path; pass spark-submit --packages"
+                          f" {package} (or --jars with the delta-spark and delta-storage jars)")
+    for key, value in DELTA_SESSION_CONF.items():
+        current = spark.conf.get(key, "") or ""
+        if value not in current.split(","):
+            raise ConfigError(f"the Spark session has {key}={current or '<unset>'}; start it with spark-submit"
+                              f" --conf {key}={value}")
 
 
 def delta_jars(cfg: Config) -> list[Path]:
@@ -72,19 +144,13 @@ def _local_session(cfg: Config) -> SparkSession:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     root = cfg.root
     root.mkdir(parents=True, exist_ok=True)
-    metastore = root / "metastore_db"
     log4j = Path(__file__).parents[1] / "resources" / "log4j2.properties"
-    java_opts = (f"-Dderby.system.home={root} -Dderby.stream.error.file={root / 'derby.log'}"
-                 f" -Dlog4j2.configurationFile={log4j.as_uri()}")
     builder = (
         SparkSession.builder.master(cfg.spark.master)
         .appName(cfg.spark.app_name)
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.catalogImplementation", "hive")
+        .config("spark.sql.catalogImplementation", "in-memory")
         .config("spark.sql.warehouse.dir", str(root / "warehouse"))
-        .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={metastore};create=true")
-        .config("spark.driver.extraJavaOptions", java_opts)
         .config("spark.driver.memory", cfg.spark.driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
@@ -93,29 +159,35 @@ def _local_session(cfg: Config) -> SparkSession:
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.local.dir", str(root / "tmp"))
     )
+    settings = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+                "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={log4j.as_uri()}"}
     jars = delta_jars(cfg)
     if jars:
         # Also on the driver's class path: threads with their own class loader (the Thrift
         # server's sessions) must see Delta's catalog too.
-        builder = (builder.config("spark.jars", ",".join(str(j) for j in jars))
-                   .config("spark.driver.extraClassPath", os.pathsep.join(str(j) for j in jars)))
+        settings.update({"spark.jars": ",".join(str(j) for j in jars),
+                         "spark.driver.extraClassPath": os.pathsep.join(str(j) for j in jars)})
     else:
         log.info("no local Delta jars found; resolving %s from Maven", cfg.spark.delta_package)
         builder = builder.config("spark.jars.packages", cfg.spark.delta_package)
-    for key, value in cfg.spark.conf.items():
+    for key, value in {**settings, **_joined(settings, cfg.spark.conf)}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
+#: Settings that hold lists: a value in ``spark.conf`` is added to ours instead of replacing it.
+_LIST_SETTINGS = {"spark.sql.extensions": ",", "spark.jars": ",", "spark.driver.extraClassPath": os.pathsep,
+                  "spark.driver.extraJavaOptions": " "}
+
+
+def _joined(ours: dict[str, str], configured: dict[str, str]) -> dict[str, str]:
+    """``spark.conf`` with its list settings appended to ours (a user's Java option keeps our log config)."""
+    return {key: (f"{ours[key]}{_LIST_SETTINGS[key]}{value}" if key in _LIST_SETTINGS and key in ours else value)
+            for key, value in configured.items()}
+
+
 def _ensure_database(spark: SparkSession, cfg: Config) -> None:
-    try:
-        spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}")
-    except Exception as e:
-        if "Derby" in str(e) or "XSDB6" in str(e) or "metastore" in str(e).lower():
-            raise StorageBusyError(
-                f"the metastore under {cfg.root / 'metastore_db'} is in use by another process (another propensity"
-                " command or `propensity sql-server`); wait for it, query through the server, or use another"
-                " storage.root") from e
-        raise
+    location = f" LOCATION '{sql_path(database_dir(cfg))}'" if folder_catalog(spark, cfg) else ""
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database}{location}")

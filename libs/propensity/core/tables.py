@@ -2,18 +2,22 @@
 
 Every stage creates its tables through :func:`ensure_table` and reads another stage's through
 :func:`require_table`, whose error names the stage to run first; so the schema lives here only
-and a table made by one stage is exactly what the next one reads. ``docs/tables.md`` is
+and a table made by one stage is exactly what the next one reads. How tables are found and
+created safely is :mod:`propensity.core.storage`'s business. ``docs/tables.md`` is
 generated from :data:`TABLES`.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
 from propensity.core.config import Config
 from propensity.core.errors import TableNotFoundError
+from propensity.core.locks import table_lock
 from propensity.core.schema import (
     DOUBLE_FEATURES,
     EVENT_TYPES,
@@ -24,6 +28,14 @@ from propensity.core.schema import (
     TEXT_COLUMN,
 )
 from propensity.core.sequence import SEQUENCE_COLUMN
+from propensity.core.storage import (
+    delta_path,
+    folder_catalog,
+    remove_uncommitted,
+    table_dir,
+    table_exists,
+    tables_on_disk,
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +49,7 @@ class Col:
 
     def ddl(self) -> str:
         """The column's DDL fragment (names are backquoted: ``read`` and ``rank`` are keywords)."""
-        comment = self.comment.replace("\\", "\\\\").replace("'", "\\'")
-        return f"`{self.name}` {self.type}{'' if self.nullable else ' NOT NULL'} COMMENT '{comment}'"
+        return f"`{self.name}` {self.type}{'' if self.nullable else ' NOT NULL'} COMMENT '{_quoted(self.comment)}'"
 
 
 @dataclass(frozen=True)
@@ -373,30 +384,31 @@ BRONZE_PREFIX = "bronze_"
 LATEST_VIEWS = ("user_scores", "inventory_demand", "ads_audiences")
 
 
-def _exists(spark: SparkSession, qualified: str) -> bool:
-    return bool(spark.catalog.tableExists(qualified.replace("`", "")))
+def create_table_ddl(target: str, spec: TableSpec) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for ``spec`` at ``target`` (a name or ``delta.`path```), constraints included.
 
-
-def create_table_ddl(qualified: str, spec: TableSpec) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` for ``spec`` (constraints are added separately)."""
-    ddl = f"CREATE TABLE IF NOT EXISTS {qualified} ({spec.ddl_columns()}) USING DELTA"
+    CHECK constraints go in as ``delta.constraints.*`` properties, so the table and its constraints
+    are one Delta commit: a crash cannot leave a table without them.
+    """
+    ddl = f"CREATE TABLE IF NOT EXISTS {target} ({spec.ddl_columns()}) USING DELTA"
     if spec.partitioned_by:
         ddl += f" PARTITIONED BY ({', '.join(spec.partitioned_by)})"
-    ddl += " COMMENT '" + spec.comment.replace("'", "\\'") + "'"
-    if spec.properties:
-        ddl += " TBLPROPERTIES (" + ", ".join(f"'{k}' = '{v}'" for k, v in spec.properties.items()) + ")"
+    ddl += f" COMMENT '{_quoted(spec.comment)}'"
+    properties = {**spec.properties, **{f"delta.constraints.{k}": v for k, v in spec.constraints.items()}}
+    if properties:
+        ddl += " TBLPROPERTIES (" + ", ".join(f"'{k}' = '{_quoted(v)}'" for k, v in properties.items()) + ")"
     return ddl
 
 
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
 def ensure_table(spark: SparkSession, cfg: Config, name: str) -> str:
-    """Create table ``name`` if missing (with its constraints) and return its qualified name."""
-    spec = TABLES[name]
+    """Create table ``name`` if missing (one commit, constraints included) and return its qualified name."""
     qualified = cfg.table(name)
-    if _exists(spark, qualified):
-        return qualified
-    spark.sql(create_table_ddl(qualified, spec))
-    for constraint, check in spec.constraints.items():
-        spark.sql(f"ALTER TABLE {qualified} ADD CONSTRAINT {constraint} CHECK ({check})")
+    if not table_exists(spark, cfg, name):
+        create_table(spark, cfg, name, lambda target: spark.sql(create_table_ddl(target, TABLES[name])))
     return qualified
 
 
@@ -415,20 +427,73 @@ def latest_view_sql(cfg: Config, name: str) -> str:
             f" WHERE t.{newest}")
 
 
-def ensure_latest_view(spark: SparkSession, cfg: Config, name: str) -> str:
+def create_table(spark: SparkSession, cfg: Config, name: str, create: Callable[[str], object]) -> bool:
+    """Create table ``name`` with ``create(target)`` under its write lock, unless it exists by then.
+
+    ``create`` makes the table at ``target`` in one Delta commit: a ``delta.`path``` identifier in the
+    folder catalog (then registered here), the qualified name in a persistent catalog. A folder
+    left without a committed version by a killed creation is removed first.
+
+    :returns: whether ``create`` ran (False: another process created the table meanwhile).
+    """
+    with table_lock(spark, cfg, name):
+        if table_exists(spark, cfg, name):
+            return False
+        folder = table_dir(spark, cfg, name)
+        if folder is not None:
+            remove_uncommitted(folder)
+        if folder is not None and folder_catalog(spark, cfg):
+            create(delta_path(folder))
+            table_exists(spark, cfg, name)
+        else:
+            create(cfg.table(name))
+        return True
+
+
+def ensure_latest_view(spark: SparkSession, cfg: Config, name: str, replace: bool = False) -> str:
     """(Re)create the view ``<name>_latest`` (rows of ``name``'s newest snapshot, see :func:`latest_view_sql`)."""
     if name not in LATEST_VIEWS:
         raise ValueError(f"no latest view for table {name!r}; tables with one: {', '.join(LATEST_VIEWS)}")
     view = cfg.table(f"{name}_latest")
-    spark.sql(f"CREATE OR REPLACE VIEW {view} COMMENT 'Rows of {name} for its newest snapshot_date (users by"
-              f" user_key).' AS {latest_view_sql(cfg, name)}")
+    if replace or not spark.catalog.tableExists(view.replace("`", "")):
+        spark.sql(f"CREATE OR REPLACE VIEW {view} COMMENT 'Rows of {name} for its newest snapshot_date (users by"
+                  f" user_key).' AS {latest_view_sql(cfg, name)}")
     return view
+
+
+def drop_table(spark: SparkSession, cfg: Config, name: str) -> None:
+    """Drop table ``name`` and, in the folder catalog (where tables are external), its folder too."""
+    with table_lock(spark, cfg, name):
+        folder = table_dir(spark, cfg, name)
+        spark.sql(f"DROP TABLE IF EXISTS {cfg.table(name)}")
+        if folder is not None and folder_catalog(spark, cfg):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def find_table(spark: SparkSession, cfg: Config, name: str) -> bool:
+    """Whether table or latest view ``name`` exists, registering it (and a view's table) on the way."""
+    base = name.removesuffix("_latest")
+    if name != base and base in LATEST_VIEWS:
+        # the view of a table keyed by user_id reads its pseudonyms from user_keys
+        needs = [base, "user_keys"] if "user_id" in TABLES[base].column_names else [base]
+        if not all(table_exists(spark, cfg, table) for table in needs):
+            return False
+        ensure_latest_view(spark, cfg, base)
+        return True
+    return table_exists(spark, cfg, name)
+
+
+def register_all(spark: SparkSession, cfg: Config) -> list[str]:
+    """Register every table of the local warehouse and its latest views; returns the new names."""
+    known = {t.name for t in spark.catalog.listTables(cfg.storage.schema)}
+    found = [*tables_on_disk(cfg), *(f"{t}_latest" for t in LATEST_VIEWS)]
+    return [name for name in found if name not in known and find_table(spark, cfg, name)]
 
 
 def require_table(spark: SparkSession, cfg: Config, name: str) -> str:
     """Qualified name of an existing table, or a :class:`TableNotFoundError` naming the stage that writes it."""
     qualified = cfg.table(name)
-    if not _exists(spark, qualified):
+    if not table_exists(spark, cfg, name):
         made_by = TABLES[name].written_by if name in TABLES else "ingest"
         raise TableNotFoundError(f"table {qualified.replace('`', '')} does not exist yet;"
                                  f" run `propensity {made_by}` first")

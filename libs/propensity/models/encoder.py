@@ -91,6 +91,8 @@ class EventEncoder(nn.Module):
         self.config = config
         self.embedding = EventEmbedding(config.hidden_size, field_sizes or FIELD_SIZES)
         self.body = body if body is not None else BertModel(config, add_pooling_layer=False)
+        # positions arrive as inputs_embeds: BERT's word table is never read, so it takes no gradient
+        self.body.embeddings.word_embeddings.weight.requires_grad_(False)
 
     @property
     def max_positions(self) -> int:

@@ -115,6 +115,29 @@ def pip_requirements() -> list[str]:
                                            "pyarrow")]
 
 
+def package_code_paths() -> list[str]:
+    """The ``propensity`` package folder, logged as the model's ``code_paths`` so the model loads without it installed.
+
+    ``python_model.pkl`` refers to :class:`PropensityPyfunc` by module; with the package inside the
+    model, an environment built only from the model's requirements (``mlflow models predict
+    --env-manager virtualenv``, a serving endpoint, ``spark_udf(env_manager=...)``) can load it.
+    Imported from a zip (spark-submit ``--py-files`` with the wheel), the package is copied out first.
+    """
+    package = Path(__file__).resolve().parents[1]
+    if package.is_dir():
+        return [str(package)]
+    import tempfile
+    import zipfile
+
+    archive = getattr(globals().get("__loader__"), "archive", None)
+    if archive is None:
+        raise RuntimeError(f"cannot find the files of the propensity package imported from {package}")
+    out = Path(tempfile.mkdtemp(prefix="propensity-code-"))
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(out, [n for n in zf.namelist() if n.startswith("propensity/")])
+    return [str(out / "propensity")]
+
+
 def log_pyfunc_model(model_dir: Path, stats_path: Path, example: pd.DataFrame, registered_model_name: str
                      ) -> RegisteredModelVersion:
     """Log a teacher or student as a pyfunc in the active MLflow run and register a new version of it.
@@ -130,7 +153,8 @@ def _log_and_register(python_model: PythonModel, artifacts: dict[str, str], exam
                       output: pd.DataFrame, registered_model_name: str) -> RegisteredModelVersion:
     info = mlflow.pyfunc.log_model(
         name="model", python_model=python_model, signature=infer_signature(example, output), input_example=example,
-        artifacts=artifacts, registered_model_name=registered_model_name, pip_requirements=pip_requirements())
+        artifacts=artifacts, registered_model_name=registered_model_name, pip_requirements=pip_requirements(),
+        code_paths=package_code_paths())
     run = mlflow.active_run()
     run_id = run.info.run_id if run is not None else str(info.run_id)
     return RegisteredModelVersion(name=registered_model_name, version=str(info.registered_model_version),

@@ -13,6 +13,8 @@ prefix Unity Catalog needs (:func:`registered_name`).
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -157,15 +159,33 @@ def resolve_model(cfg: Config, model_uri: str) -> ResolvedModel:
     target = local_model_dir(cfg) / (f"{name}-v{number}" if version else _slug(model_uri))
     uri = version.model_uri if version else model_uri
     if not (target / "MLmodel").exists():
-        try:
-            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))
-        except Exception as e:
-            raise ModelNotFoundError(f"cannot download {uri}: {str(e).splitlines()[0]}") from e
+        _download(uri, target)
     model = mlflow.pyfunc.load_model(str(target))
     schema = model.metadata.get_input_schema()
     if schema is None:
         raise ModelNotFoundError(f"{uri} has no input signature; log it with one (event_ids + features)")
     return ResolvedModel(str(target), name, number, tuple(schema.input_names()))
+
+
+def _download(uri: str, target: Path) -> None:
+    """Download into a private folder, then rename it into place: a process killed mid-download leaves no
+    half model behind, and of two processes downloading at once one rename wins."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(partial))
+        except Exception as e:
+            raise ModelNotFoundError(f"cannot download {uri}: {str(e).splitlines()[0]}") from e
+        if target.exists() and not (target / "MLmodel").exists():
+            shutil.rmtree(target)  # a half download left by an older version
+        try:
+            partial.rename(target)
+        except OSError:
+            if not (target / "MLmodel").exists():  # not another process's complete download
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def model_artifacts(cfg: Config, model_uri: str, key: str) -> ModelArtifacts:

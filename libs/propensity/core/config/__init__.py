@@ -31,6 +31,7 @@ from propensity.core.config.sections import (
     PublishConfig,
     ScoringConfig,
     SparkConfig,
+    SqlServerConfig,
     StorageConfig,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "PublishConfig",
     "ScoringConfig",
     "SparkConfig",
+    "SqlServerConfig",
     "StorageConfig",
     "StudentSettings",
     "TeacherSettings",

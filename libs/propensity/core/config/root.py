@@ -22,6 +22,7 @@ from propensity.core.config.sections import (
     PublishConfig,
     ScoringConfig,
     SparkConfig,
+    SqlServerConfig,
     StorageConfig,
 )
 from propensity.core.errors import ConfigError
@@ -51,6 +52,8 @@ class Config:
     publish: PublishConfig = option("Inventory and ads outputs.", default_factory=PublishConfig)
     monitor: MonitorConfig = option("Drift monitoring.", default_factory=MonitorConfig)
     maintenance: MaintenanceConfig = option("Table upkeep and erasure.", default_factory=MaintenanceConfig)
+    sql_server: SqlServerConfig = option("The JDBC endpoint (propensity sql-server).",
+                                         default_factory=SqlServerConfig)
 
     def __post_init__(self) -> None:
         _validate_feeds(self.platforms, self.ads)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 
 from propensity.core.config.fields import at_least, option, within
 from propensity.core.errors import ConfigError
@@ -19,18 +20,22 @@ _SQL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 @dataclass
 class StorageConfig:
-    """Where tables, metastore, MLflow data and checkpoints live."""
+    """Where tables, locks, MLflow data and checkpoints live."""
 
-    root: str = option("Directory for all local state (warehouse, metastore, mlflow, checkpoints).",
+    root: str = option("Directory for all local state (Delta tables in warehouse/, write locks, mlflow, checkpoints).",
                        default="var/propensity")
     schema: str = option("Database (schema) holding every table.", default="propensity")
     catalog: str | None = option("Unity Catalog name on Databricks; null locally.", default=None)
+    lock_wait_seconds: int = option(
+        "How long a write waits while another process writes the same table (local storage) before failing.",
+        default=900)
 
     def __post_init__(self) -> None:
         for key in ("schema", "catalog"):
             value = getattr(self, key)
             if value is not None and not _SQL_IDENTIFIER.match(value):
                 raise ConfigError(f"storage.{key}={value!r} is not a valid SQL identifier; use letters, digits and _")
+        at_least("storage", self, 0, "lock_wait_seconds")
 
 
 def _default_spark_conf() -> dict[str, str]:
@@ -84,6 +89,21 @@ class IngestConfig:
     """Ingestion behaviour."""
 
     reprocess: bool = option("Read files again even if already ingested (events stay deduplicated).", default=False)
+    earliest_event_date: str = option("Events before this UTC date (YYYY-MM-DD) are rejected as implausible.",
+                                      default="2000-01-01")
+    future_tolerance_hours: float = option(
+        "Events later than their file's modification time plus this many hours are rejected (clock skew,"
+        " mislabelled time zones).", default=24.0)
+    max_price: float = option("Prices above this (in the feed's currency) are rejected as absurd.", default=1e9)
+
+    def __post_init__(self) -> None:
+        try:
+            date.fromisoformat(self.earliest_event_date)
+        except ValueError as e:
+            raise ConfigError(f"ingest.earliest_event_date={self.earliest_event_date!r} is not a date;"
+                              " use YYYY-MM-DD") from e
+        within("ingest", self, "future_tolerance_hours", 0.0, 24.0 * 366)
+        within("ingest", self, "max_price", 0.0, 1e15, low_open=True)
 
 
 @dataclass
@@ -227,3 +247,12 @@ class MaintenanceConfig:
 
     def __post_init__(self) -> None:
         at_least("maintenance", self, 0, "vacuum_retain_hours", "erasure_retain_hours")
+
+
+@dataclass
+class SqlServerConfig:
+    """``propensity sql-server``: who may log in over JDBC (it is read-only for everyone; see docs/security.md)."""
+
+    credentials_file: str | None = option(
+        "File of user:password lines (readable by its owner only) for JDBC logins; null: the"
+        " PROPENSITY_SQL_USER / PROPENSITY_SQL_PASSWORD environment variables.", default=None)

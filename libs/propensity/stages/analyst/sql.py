@@ -1,7 +1,11 @@
 """The analyst path: run SQL on the project's database and print the result.
 
-``json`` prints exactly one JSON array of row objects on stdout; ``csv`` a header
-and rows; ``table`` an aligned text table. Dates and timestamps are ISO strings.
+A statement runs only if it reads (:mod:`~propensity.stages.analyst.statements` decides on
+Spark's parsed plan, before anything runs); with ``allow_writes`` an operator may also change
+data, under the write locks of the tables the statement names. The tables a statement names are
+registered first (every table, for ``SHOW TABLES`` and the like). ``json`` prints exactly one
+JSON array of row objects on stdout; ``csv`` a header and rows; ``table`` an aligned text table.
+Dates and timestamps are ISO strings.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+from contextlib import ExitStack
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,24 +24,62 @@ from pyspark.sql import DataFrame, SparkSession
 
 from propensity.core.config import Config
 from propensity.core.errors import SqlError
+from propensity.core.locks import table_lock
+from propensity.core.storage import folder_catalog, table_dir
+from propensity.core.tables import find_table, register_all
+from propensity.stages.analyst.statements import first_line, inspect_statement
 
 FORMATS = ("table", "csv", "json")
 
 
-def run_sql(spark: SparkSession, cfg: Config, query: str) -> DataFrame:
+def run_sql(spark: SparkSession, cfg: Config, query: str, allow_writes: bool = False) -> DataFrame:
     """Run ``query`` with the project's database as the current one.
 
-    :raises SqlError: the query is invalid or names a missing table, with Spark's first message line.
+    :param allow_writes: also run statements that change data or state (the operator's option).
+    :raises SqlError: the query does not parse, is refused as a write, or fails (Spark's first message line).
     """
+    statement = inspect_statement(spark, query)
+    if statement.writes and not allow_writes:
+        raise SqlError(f"propensity sql only reads: {statement.writes} changes data or state and was not run;"
+                       " an operator can run it with --allow-writes")
+    names = sorted({t for t in (_own_table(cfg, parts) for parts in statement.tables) if t})
+    if names:
+        for name in names:
+            find_table(spark, cfg, name)
+    else:
+        register_all(spark, cfg)
     try:
         spark.sql(f"USE {cfg.database}")
-        return spark.sql(query)
+        if not statement.writes:
+            return spark.sql(query)
+        with ExitStack() as locks:
+            for name in names:
+                locks.enter_context(table_lock(spark, cfg, name))
+            result = spark.sql(query)  # commands run here, under the locks
+            if statement.kind == "DropTable":
+                _remove_dropped(spark, cfg, names)
+            return result
     except PySparkException as e:
-        raise SqlError(f"query failed: {_first_line(e)}") from e
+        raise SqlError(f"query failed: {first_line(e)}") from e
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def _own_table(cfg: Config, parts: tuple[str, ...]) -> str | None:
+    """The project table a (catalog.)(schema.)name means, or None for another database's."""
+    *prefix, name = [p.lower() for p in parts]
+    catalogs = {"spark_catalog", (cfg.storage.catalog or "spark_catalog").lower()}
+    if not prefix or prefix == [cfg.storage.schema.lower()] or (
+            len(prefix) == 2 and prefix[0] in catalogs and prefix[1] == cfg.storage.schema.lower()):
+        return name
+    return None
+
+
+def _remove_dropped(spark: SparkSession, cfg: Config, names: list[str]) -> None:
+    """In the folder catalog a table is its folder: a dropped table's folder goes too (as a managed table's)."""
+    for name in names:
+        folder = table_dir(spark, cfg, name)
+        if folder is not None and folder_catalog(spark, cfg) and not spark.catalog.tableExists(
+                cfg.table(name).replace("`", "")):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _plain(value: Any) -> Any:
@@ -59,7 +103,7 @@ def render(df: DataFrame, fmt: str, limit: int | None = None) -> str:
     try:
         rows = (df.limit(limit) if limit else df).collect()
     except PySparkException as e:
-        raise SqlError(f"query failed: {_first_line(e)}") from e
+        raise SqlError(f"query failed: {first_line(e)}") from e
     columns = df.columns
     records = [[_plain(v) for v in r] for r in rows]
     if fmt == "json":

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from propensity.core.config import Config
 from propensity.core.datasets import SPLITS
+from propensity.core.locks import table_lock
 from propensity.core.schema import LABEL_COLUMNS, SCORE_COLUMNS, TASKS
 from propensity.core.tables import ensure_table
 from propensity.models.metrics import binary_metrics
@@ -104,7 +105,8 @@ def write_evaluations(spark: SparkSession, cfg: Config, rows: list[dict[str, Any
     now = datetime.now(UTC).replace(tzinfo=None)
     full = [{**r, "evaluated_at": now, "mlflow_run_id": run_id} for r in rows]
     df = spark.createDataFrame([tuple(r.get(f.name) for f in schema.fields) for r in full], schema)
-    df.write.format("delta").mode("append").saveAsTable(table)
+    with table_lock(spark, cfg, "model_evaluations"):
+        df.writeTo(table).append()
     return df
 
 

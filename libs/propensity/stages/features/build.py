@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from propensity.core.config import Config
 from propensity.core.datasets import SnapshotPlan, event_date_range, labelled_snapshots
+from propensity.core.locks import table_lock
 from propensity.core.schema import TEXT_COLUMN
 from propensity.core.sequence import SEQUENCE_COLUMN
 from propensity.core.tables import ensure_table, require_table
@@ -111,7 +112,8 @@ def write_snapshots(spark: SparkSession, cfg: Config, snapshot_dates: Sequence[d
     frames = [build_training_examples(spark, events, cfg, d, with_labels) for d in dates]
     built = functools.reduce(DataFrame.unionByName, frames)
     replaced = F.col("snapshot_date").isin(dates)
-    built.select(*spark.table(table).columns).writeTo(table).overwrite(replaced)
+    with table_lock(spark, cfg, "training_examples"):
+        built.select(*spark.table(table).columns).writeTo(table).overwrite(replaced)
     counts = {r["snapshot_date"]: r["count"]
               for r in spark.table(table).where(replaced).groupBy("snapshot_date").count().collect()}
     return {d: counts.get(d, 0) for d in dates}

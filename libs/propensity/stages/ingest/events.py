@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from propensity.core.config import Config
-from propensity.core.tables import BRONZE_PREFIX, TABLES
+from propensity.core.locks import table_lock
+from propensity.core.tables import BRONZE_PREFIX, TABLES, create_table
 from propensity.stages.ingest.accounting import Counted, FeedAccount
 from propensity.stages.ingest.files import RawFile
 from propensity.stages.ingest.parsing import Rejected, RunInfo, parse_lines, rejected
@@ -23,10 +24,15 @@ FileKey = tuple[str, str, str, int, object]
 
 @dataclass(frozen=True)
 class StagedFeed:
-    """One feed after its new files went to bronze: what was read, rejected, and the candidate events."""
+    """One feed after its new files went to bronze: what was read, rejected, and the candidate events.
+
+    ``unfinished`` are the new files no finished run has read: events a killed run took from them
+    are still this run's to count as accepted.
+    """
 
     feed: Feed
     new_files: tuple[RawFile, ...]
+    unfinished: tuple[str, ...]
     counted: Counted
     candidates: DataFrame | None
     rejected: Rejected | None
@@ -40,29 +46,35 @@ class StagedFeed:
 
 def stage_feed(spark: SparkSession, cfg: Config, feed: Feed, seen: set[FileKey], links: DataFrame,
                ad_features: DataFrame | None, run: RunInfo) -> StagedFeed:
-    """Raw lines of the feed's new files -> bronze (one commit) -> candidate events tagged with the feed."""
-    files = tuple(f for f in feed.files
-                  if cfg.ingest.reprocess or (feed.platform, feed.kind, f.path, f.size, f.modified_at) not in seen)
+    """Raw records of the feed's new files -> bronze (one commit) -> candidate events tagged with the feed.
+
+    :param seen: the files of finished runs.
+    """
+    def key(f: RawFile) -> FileKey:
+        return feed.platform, feed.kind, f.path, f.size, f.modified_at
+
+    files = tuple(f for f in feed.files if cfg.ingest.reprocess or key(f) not in seen)
+    unfinished = tuple(f.path for f in files if key(f) not in seen)
     if not files:
-        return StagedFeed(feed, (), Counted(0, 0), None, None)
+        return StagedFeed(feed, (), (), Counted(0, 0), None, None)
     paths = [f.path for f in files]
-    parsed = parse_lines(spark, files, feed.columns, feed.header, feed.fmt.to_events()["_reject_reason"], run)
-    bronze = cfg.table(BRONZE_PREFIX + feed.name)
-    _write_replacing_files(spark, parsed, bronze, paths)
-    staged = spark.table(bronze).where(F.col("_ingest_run_id") == run.run_id)
+    parsed = parse_lines(spark, files, feed.columns, feed.header, feed.fmt.to_events(cfg.ingest)["_reject_reason"],
+                         run)
+    bronze = BRONZE_PREFIX + feed.name
+    _write_replacing_files(spark, cfg, parsed, bronze, paths)
+    staged = spark.table(cfg.table(bronze)).where(F.col("_ingest_run_id") == run.run_id)
     events = _to_events(spark, cfg, feed, staged, links, ad_features)
     if feed.kind != "ads":
         events = events.withColumn("_clicked", F.lit(False)).withColumn("_click_id", F.lit(None).cast("string"))
-    return StagedFeed(feed, files, Counted.of(staged), events.withColumn("_feed", F.lit(feed.kind)),
+    return StagedFeed(feed, files, unfinished, Counted.of(staged), events.withColumn("_feed", F.lit(feed.kind)),
                       rejected(staged, F.lit(feed.platform), feed.kind, paths))
 
 
-def _write_replacing_files(spark: SparkSession, df: DataFrame, table: str, files: list[str]) -> None:
-    """Write ``df`` into ``table``, atomically replacing earlier rows of the same source files."""
-    if not spark.catalog.tableExists(table.replace("`", "")):
-        df.writeTo(table).using("delta").create()
-        return
-    df.writeTo(table).option("mergeSchema", "true").overwrite(F.col("_source_file").isin(files))
+def _write_replacing_files(spark: SparkSession, cfg: Config, df: DataFrame, name: str, files: list[str]) -> None:
+    """Write ``df`` into table ``name``, atomically replacing earlier rows of the same source files."""
+    with table_lock(spark, cfg, name):
+        if not create_table(spark, cfg, name, lambda target: df.writeTo(target).using("delta").create()):
+            df.writeTo(cfg.table(name)).option("mergeSchema", "true").overwrite(F.col("_source_file").isin(files))
 
 
 @dataclass(frozen=True)
@@ -76,20 +88,30 @@ class Written:
 def write_events(spark: SparkSession, cfg: Config, staged: Sequence[StagedFeed]) -> dict[tuple[str, str], Written]:
     """Deduplicate by ``event_id`` against the batch and the table and MERGE once.
 
+    Of rows repeated in the batch the one of the first file (a click before a plain impression)
+    is kept, so a run gives the same rows whatever the order Spark reads them in. Events a killed
+    run took from this run's unfinished files count as accepted again (the MERGE does not add them
+    twice), so a re-run's accounting equals that of a run never killed.
+
     :returns: per ``(platform, feed)`` what was accepted and written.
     """
     candidates = [s.candidates for s in staged if s.candidates is not None]
     if not candidates:
         return {}
-    batch = functools.reduce(DataFrame.unionByName, candidates).dropDuplicates(["event_id"])
-    existing = spark.table(cfg.table("events")).select("event_id", "event_date")
+    first = Window.partitionBy("event_id").orderBy("_source_file", F.col("_clicked").desc())
+    batch = (functools.reduce(DataFrame.unionByName, candidates).withColumn("_n", F.row_number().over(first))
+             .where(F.col("_n") == 1).drop("_n"))
+    unfinished = sorted({path for s in staged for path in s.unfinished})
+    existing = (spark.table(cfg.table("events")).where(~F.col("_source_file").isin(unfinished))
+                .select("event_id", "event_date"))
     new = batch.join(existing, ["event_id", "event_date"], "left_anti").persist()
     rows = _explode_ad_clicks(new).persist()
     accepted, written = (_count_per_feed(new), _count_per_feed(rows))
-    target = DeltaTable.forName(spark, cfg.table("events"))
-    (target.alias("t").merge(rows.select(*TABLES["events"].column_names).alias("s"),
-                             "t.event_date = s.event_date AND t.event_id = s.event_id")
-     .whenNotMatchedInsertAll().execute())
+    with table_lock(spark, cfg, "events"):
+        (DeltaTable.forName(spark, cfg.table("events")).alias("t")
+         .merge(rows.select(*TABLES["events"].column_names).alias("s"),
+                "t.event_date = s.event_date AND t.event_id = s.event_id")
+         .whenNotMatchedInsertAll().execute())
     new.unpersist()
     rows.unpersist()
     return {key: Written(accepted.get(key, 0), written.get(key, 0)) for key in accepted.keys() | written.keys()}
@@ -102,7 +124,7 @@ def _count_per_feed(df: DataFrame) -> dict[tuple[str, str], int]:
 def _to_events(spark: SparkSession, cfg: Config, feed: Feed, staged: DataFrame, links: DataFrame,
                ad_features: DataFrame | None) -> DataFrame:
     """Valid bronze rows -> event rows (the primary event of each raw row) with ids, items and user_id."""
-    mapping = {k: v for k, v in feed.fmt.to_events().items() if k != "_reject_reason"}
+    mapping = {k: v for k, v in feed.fmt.to_events(cfg.ingest).items() if k != "_reject_reason"}
     valid = staged.where(F.col("_reject_reason").isNull())
     ev = valid.select("_source_file", "_ingested_at", F.lit(feed.platform).alias("platform"),
                       *[expr.alias(name) for name, expr in mapping.items()])

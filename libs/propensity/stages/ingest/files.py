@@ -1,15 +1,14 @@
-"""Finding raw files and reading them line by line into raw string fields.
+"""Finding raw files, reading their headers, and splitting records into raw string fields.
 
 Files are listed through Hadoop's FileSystem, so local paths, DBFS, Volumes and
-object stores work alike. Lines are read as text and split with ``from_csv``;
-the field count is checked separately because Spark's permissive CSV parser
-silently drops extra fields and fills missing ones with NULL.
+object stores work alike. Records (:mod:`~propensity.stages.ingest.records`) are split
+with ``from_csv``; the field count is checked separately because Spark's permissive CSV
+parser silently drops extra fields and fills missing ones with NULL.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,10 +61,15 @@ def list_files(spark: SparkSession, pattern: str, what: str) -> list[RawFile]:
 
 
 def read_first_line(spark: SparkSession, path: str) -> str:
-    """The first line of a file (the header), without a byte-order mark or line end."""
+    """The first line of a file (the header), without a byte-order mark or line end; ``.gz`` and ``.bz2``
+    files are decompressed, as Spark's text reader does for the rows."""
     hadoop_path, fs = _hadoop(spark, path)
     jvm = _jvm(spark)
     stream = fs.open(hadoop_path)
+    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(
+        spark.sparkContext._jsc.hadoopConfiguration()).getCodec(hadoop_path)
+    if codec is not None:
+        stream = codec.createInputStream(stream)
     try:
         reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
         line = reader.readLine()
@@ -99,24 +103,11 @@ def field_count(line: Column) -> Column:
     return F.length(unquoted) - F.length(F.regexp_replace(unquoted, ",", "")) + F.lit(1)
 
 
-def read_raw_lines(spark: SparkSession, files: list[RawFile], header: str | None) -> DataFrame:
-    """Non-blank lines of the files as ``_raw`` with ``_source_file``; the header lines are left out."""
-    # One scan per file tagged with a literal path: robust through joins and shuffles, where
-    # _metadata.file_path / input_file_name() can come back empty or URI-encoded.
-    scans = [spark.read.text(f.path).select(F.regexp_replace(F.col("value"), "\r$", "").alias("_raw"),
-                                            F.lit(f.path).alias("_source_file")) for f in files]
-    lines = functools.reduce(DataFrame.unionAll, scans)
-    lines = lines.where(F.trim(F.col("_raw")) != "")
-    if header is not None:
-        lines = lines.where(F.regexp_replace(F.col("_raw"), "^\ufeff", "") != F.lit(header))
-    return lines
-
-
-def split_fields(lines: DataFrame, columns: list[str]) -> DataFrame:
+def split_fields(records: DataFrame, columns: list[str]) -> DataFrame:
     """Add one string column per expected field and ``_field_count``."""
     schema = ", ".join(f"`c{i}` STRING" for i in range(len(columns)))
     parsed = F.from_csv(F.col("_raw"), schema, {"mode": "PERMISSIVE", "ignoreLeadingWhiteSpace": "false"})
-    return lines.select(
+    return records.select(
         "*",
         field_count(F.col("_raw")).alias("_field_count"),
         *[parsed[f"c{i}"].alias(name) for i, name in enumerate(columns)],

@@ -17,13 +17,22 @@ identity file (`platform,platform_user_id,user_id`: known cross-platform links).
 
 Rules of `propensity ingest`:
 
-- A line that cannot be parsed or breaks a rule (bad or missing timestamp, missing user or item,
-  unknown event type, bad or negative price, wrong column count, `clk` not 0/1, conflicting
-  identity links) goes to `rejects` with its raw text and a reason; nothing is dropped silently.
+- A record that cannot be parsed or breaks a rule goes to `rejects` with its raw text and a reason;
+  nothing is dropped silently. The rules: bytes that are not valid UTF-8 (the raw text shows
+  them as `\\xNN`), an unterminated quoted field, a wrong column count, a missing user or item,
+  a missing or bad timestamp, a timestamp before `ingest.earliest_event_date` or later than its
+  file's modification time plus `ingest.future_tolerance_hours`, an unknown event type, a price
+  that is not a number, negative, or above `ingest.max_price` (`1e309` is infinite, so above it),
+  `clk` not 0/1, conflicting identity links.
+- A quoted field may hold commas and line breaks (RFC 4180): such a record is one read, one event
+  or one reject. A quote left open for more than 100 lines, or to the end of the file, makes its
+  first line a reject and reading resumes on the next line.
+- `.gz` and `.bz2` files are decompressed by their extension, headers included, in every format.
 - Exact duplicate raw rows collapse to one event (a deterministic `event_id` and a Delta MERGE);
   re-ingesting the same files adds nothing (files already read are skipped unless
   `ingest.reprocess` is set).
-- Per feed `read = accepted + duplicates + rejected`, printed and kept in `ingest_runs`.
+- Per feed `read = accepted + duplicates + rejected`, printed and kept in `ingest_runs`; a run
+  killed at any point and run again gives the same tables and the same accounting.
 - A user without a link in the identity file gets `user_id = "<platform>:<platform_user_id>"`;
   when a link arrives later, `identity_map` and the existing events follow it.
 - A missing file, an unknown format or a header without a required column stops the run with one
@@ -43,8 +52,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-MIN_TIME = "2000-01-01 00:00:00"
-MAX_TIME = "2100-01-01 00:00:00"
+from propensity.core.config import IngestConfig
 
 EVENT_COLUMNS = ("platform_user_id", "event_time", "event_type", "item_id", "category_code", "category_ref",
                  "brand", "price", "session_id", "campaign_id")
@@ -58,7 +66,7 @@ class FeedFormat:
     columns: tuple[str, ...]
     required: tuple[str, ...]
     has_header: bool
-    to_events: Callable[[], dict[str, Column]]
+    to_events: Callable[[IngestConfig], dict[str, Column]]
 
 
 def _blank(c: Column) -> Column:
@@ -83,12 +91,22 @@ def _epoch(c: Column, scale: int) -> Column:
     return F.timestamp_micros(digits * F.lit(1_000_000 // scale))
 
 
-def _time_rules(raw: Column, parsed: Column) -> list[tuple[Column, Column | str]]:
+def _time_rules(raw: Column, parsed: Column, limits: IngestConfig) -> list[tuple[Column, Column | str]]:
+    """Timestamps must parse, not precede the earliest date, and not follow their file's writing.
+
+    An event cannot come from the future of the file that records it: its time may exceed the
+    file's modification time (``_file_modified_at``) by the tolerance only.
+    """
+    tolerance = int(limits.future_tolerance_hours * 3_600_000_000)
     return [
         (_blank(raw), "missing timestamp"),
         (parsed.isNull(), F.concat(F.lit("bad timestamp '"), raw, F.lit("'"))),
-        ((parsed < F.lit(MIN_TIME).cast("timestamp")) | (parsed >= F.lit(MAX_TIME).cast("timestamp")),
-         F.concat(F.lit("timestamp out of range '"), raw, F.lit("'"))),
+        (parsed < F.lit(limits.earliest_event_date).cast("timestamp"),
+         F.concat(F.lit(f"timestamp before ingest.earliest_event_date {limits.earliest_event_date} '"), raw,
+                  F.lit("'"))),
+        (F.unix_micros(parsed) > F.unix_micros(F.col("_file_modified_at")) + F.lit(tolerance),
+         F.concat(F.lit("timestamp later than its file's modification time"
+                        f" + {limits.future_tolerance_hours:g}h '"), raw, F.lit("'"))),
     ]
 
 
@@ -101,10 +119,12 @@ def _mapped_type(raw: Column, mapping: dict[str, str]) -> Column:
     return expr
 
 
-def _price_rules(raw: Column, price: Column) -> list[tuple[Column, Column | str]]:
+def _price_rules(raw: Column, price: Column, limits: IngestConfig) -> list[tuple[Column, Column | str]]:
     return [
         (~_blank(raw) & price.isNull(), F.concat(F.lit("bad price '"), raw, F.lit("'"))),
         (price < 0, F.concat(F.lit("negative price '"), raw, F.lit("'"))),
+        (price > limits.max_price, F.concat(F.lit(f"price above ingest.max_price {limits.max_price:g} '"), raw,
+                                            F.lit("'"))),
     ]
 
 
@@ -133,54 +153,54 @@ def _event(user: str, time: Column, etype: Column, item: str, reason: Column, *,
             "session_id": text(session_id), "campaign_id": text(None), "_reject_reason": reason}
 
 
-def _rees46() -> dict[str, Column]:
+def _rees46(limits: IngestConfig) -> dict[str, Column]:
     time = F.try_to_timestamp(F.trim(F.col("event_time")), F.lit("yyyy-MM-dd HH:mm:ss z"))
     etype = _mapped_type(F.trim(F.col("event_type")),
                          {t: t for t in ("view", "cart", "remove_from_cart", "purchase")})
     price = _to_double(F.col("price"))
     reason = _first_reason(
         (_blank(F.col("user_id")), "missing user"),
-        *_time_rules(F.col("event_time"), time),
+        *_time_rules(F.col("event_time"), time, limits),
         _unknown_type(F.col("event_type"), etype),
         (_blank(F.col("product_id")), "missing item"),
-        *_price_rules(F.col("price"), price),
+        *_price_rules(F.col("price"), price, limits),
     )
     return _event("user_id", time, etype, "product_id", reason, category_code=_nullify(F.col("category_code")),
                   category_ref=_nullify(F.col("category_id")), brand=_nullify(F.col("brand")), price=price,
                   session_id=_nullify(F.col("user_session")))
 
 
-def _taobao() -> dict[str, Column]:
+def _taobao(limits: IngestConfig) -> dict[str, Column]:
     time = _epoch(F.col("timestamp"), 1)
     etype = _mapped_type(F.trim(F.col("behavior_type")),
                          {"pv": "view", "cart": "cart", "fav": "favorite", "buy": "purchase"})
     reason = _first_reason(
         (_blank(F.col("user_id")), "missing user"),
-        *_time_rules(F.col("timestamp"), time),
+        *_time_rules(F.col("timestamp"), time, limits),
         _unknown_type(F.col("behavior_type"), etype),
         (_blank(F.col("item_id")), "missing item"),
     )
     return _event("user_id", time, etype, "item_id", reason, category_ref=_nullify(F.col("category_id")))
 
 
-def _retailrocket() -> dict[str, Column]:
+def _retailrocket(limits: IngestConfig) -> dict[str, Column]:
     time = _epoch(F.col("timestamp"), 1000)
     etype = _mapped_type(F.trim(F.col("event")), {"view": "view", "addtocart": "cart", "transaction": "purchase"})
     reason = _first_reason(
         (_blank(F.col("visitorid")), "missing user"),
-        *_time_rules(F.col("timestamp"), time),
+        *_time_rules(F.col("timestamp"), time, limits),
         _unknown_type(F.col("event"), etype),
         (_blank(F.col("itemid")), "missing item"),
     )
     return _event("visitorid", time, etype, "itemid", reason, session_id=_nullify(F.col("transactionid")))
 
 
-def _taobao_ads() -> dict[str, Column]:
+def _taobao_ads(limits: IngestConfig) -> dict[str, Column]:
     time = _epoch(F.col("time_stamp"), 1)
     clk, nonclk = F.trim(F.col("clk")), F.trim(F.col("nonclk"))
     reason = _first_reason(
         (_blank(F.col("user")), "missing user"),
-        *_time_rules(F.col("time_stamp"), time),
+        *_time_rules(F.col("time_stamp"), time, limits),
         (_blank(F.col("adgroup_id")), "missing item"),
         (~F.coalesce(clk.isin("0", "1"), F.lit(False)),
          F.concat(F.lit("clk not 0/1 '"), F.coalesce(clk, F.lit("")), F.lit("'"))),
@@ -214,7 +234,15 @@ def price_column(raw: Column) -> Column:
     return _to_double(raw)
 
 
-def item_rules() -> Column:
+def item_rules(limits: IngestConfig) -> Column:
     """Reject reason for an item catalog row (or NULL)."""
     price = _to_double(F.col("price"))
-    return _first_reason((_blank(F.col("item_id")), "missing item"), *_price_rules(F.col("price"), price))
+    return _first_reason((_blank(F.col("item_id")), "missing item"), *_price_rules(F.col("price"), price, limits))
+
+
+def ad_feature_rules(limits: IngestConfig, has_price: bool) -> Column:
+    """Reject reason for an ad_feature row (or NULL)."""
+    missing = (_blank(F.col("adgroup_id")), "missing adgroup_id")
+    if not has_price:
+        return _first_reason(missing)
+    return _first_reason(missing, *_price_rules(F.col("price"), _to_double(F.col("price")), limits))

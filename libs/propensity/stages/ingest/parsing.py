@@ -12,7 +12,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from propensity.core.config import Config
-from propensity.stages.ingest.files import RawFile, read_raw_lines, split_fields
+from propensity.core.locks import table_lock
+from propensity.stages.ingest.files import RawFile, split_fields
+from propensity.stages.ingest.records import read_records
 
 
 @dataclass(frozen=True)
@@ -38,20 +40,24 @@ def safe_name(column: str) -> str:
 
 def parse_lines(spark: SparkSession, files: Sequence[RawFile], columns: Sequence[str], header: str | None,
                 reason: Column, run: RunInfo) -> DataFrame:
-    """Lines -> raw string fields (safe names) + ``_reject_reason`` + lineage columns.
+    """Records -> raw string fields (safe names) + ``_reject_reason`` + lineage columns.
 
-    :param reason: the format's rules: a reject reason, NULL for a valid row; a wrong field count comes first.
+    :param reason: the format's rules: a reject reason, NULL for a valid row. What is wrong with the
+        record itself comes first: bytes that are not UTF-8, an unterminated quote, the field count.
     """
-    lines = read_raw_lines(spark, list(files), header)
-    fields = split_fields(lines, list(columns))
+    records = read_records(spark, list(files), header)
+    fields = split_fields(records, list(columns))
     expected = len(columns)
-    count_reason = F.when(F.col("_field_count") != expected, F.concat(
-        F.lit(f"wrong column count: expected {expected}, got "), F.col("_field_count").cast("string")))
+    record_reason = (
+        F.when(F.col("_invalid_utf8"), "invalid UTF-8 (non-ASCII bytes shown as \\xNN)")
+        .when(F.col("_unterminated"), "unterminated quoted field")
+        .when(F.col("_field_count") != expected, F.concat(
+            F.lit(f"wrong column count: expected {expected}, got "), F.col("_field_count").cast("string"))))
     return fields.select(
         *[F.col(f"`{c}`").alias(safe_name(c)) for c in columns],
         F.col("_raw"), F.col("_source_file"),
         F.lit(run.started_at).cast("timestamp").alias("_ingested_at"), F.lit(run.run_id).alias("_ingest_run_id"),
-        F.coalesce(count_reason, reason).alias("_reject_reason"),
+        F.coalesce(record_reason, reason).alias("_reject_reason"),
     )
 
 
@@ -70,4 +76,5 @@ def write_rejects(spark: SparkSession, cfg: Config, parts: Sequence[Rejected]) -
         return
     rows = functools.reduce(DataFrame.unionByName, [p.rows for p in parts])
     files = sorted({f for p in parts for f in p.files})
-    rows.writeTo(cfg.table("rejects")).overwrite(F.col("_source_file").isin(files))
+    with table_lock(spark, cfg, "rejects"):
+        rows.writeTo(cfg.table("rejects")).overwrite(F.col("_source_file").isin(files))

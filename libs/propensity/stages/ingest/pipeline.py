@@ -10,7 +10,12 @@ Guarantees (docs/formats.md):
 * files already ingested (same path, size and modification time, kept in
   ``ingested_files``) are skipped, as ``COPY INTO`` does; with ``ingest.reprocess``
   they are read again, and the MERGE on the deterministic ``event_id`` still adds
-  nothing twice. Bronze and rejects rows of a re-read file are replaced, not added.
+  nothing twice. Bronze and rejects rows of a re-read file are replaced, not added;
+* a run killed at any moment is simply run again: every write is idempotent (bronze and
+  rejects replace their files' rows, MERGEs upsert), a file counts as read only once the
+  run that read it has its ``ingest_runs`` row (the last write), and events a killed run
+  already added still count as this run's, so the tables and the accounting end up exactly
+  as if the run had never been killed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pyspark.sql import functions as F
 
 from propensity.core.config import Config
 from propensity.core.errors import InputDataError
+from propensity.core.locks import table_lock
 from propensity.core.tables import ensure_table
 from propensity.stages.ingest.accounting import IngestReport
 from propensity.stages.ingest.events import FileKey, StagedFeed, resolved_user_id, stage_feed, write_events
@@ -55,7 +61,7 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestReport:
     identity_file = next((s for s in sides if s.kind == "identity"), None)
     links, identity = load_identity(spark, cfg, identity_file, run)
     items = load_items(spark, cfg, [s for s in sides if s.kind == "items"], run)
-    ad_features = {s.platform: load_ad_features(spark, s, run) for s in sides if s.kind == "ad_feature"}
+    ad_features = {s.platform: load_ad_features(spark, cfg, s, run) for s in sides if s.kind == "ad_feature"}
     seen = _ingested_files(spark, cfg)
     staged = [stage_feed(spark, cfg, feed, seen, links,
                          ad_features[feed.platform].rows if feed.platform in ad_features else None, run)
@@ -74,7 +80,10 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestReport:
 
 
 def _ingested_files(spark: SparkSession, cfg: Config) -> set[FileKey]:
-    rows = spark.table(cfg.table("ingested_files")).select("platform", "feed", "path", "size", "modified_at").collect()
+    """Files read by finished runs (those with an ``ingest_runs`` row); a killed run's files are read again."""
+    finished = spark.table(cfg.table("ingest_runs")).select("run_id").distinct()
+    rows = (spark.table(cfg.table("ingested_files")).join(finished, "run_id")
+            .select("platform", "feed", "path", "size", "modified_at").collect())
     return {(r[0], r[1], r[2], r[3], r[4]) for r in rows}
 
 
@@ -84,9 +93,10 @@ def _record_files(spark: SparkSession, cfg: Config, run: RunInfo, staged: Sequen
     if not rows:
         return
     df = spark.createDataFrame(rows, spark.table(cfg.table("ingested_files")).schema)
-    target = DeltaTable.forName(spark, cfg.table("ingested_files"))
-    (target.alias("t").merge(df.alias("s"), "t.platform = s.platform AND t.feed = s.feed AND t.path = s.path")
-     .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+    with table_lock(spark, cfg, "ingested_files"):
+        (DeltaTable.forName(spark, cfg.table("ingested_files")).alias("t")
+         .merge(df.alias("s"), "t.platform = s.platform AND t.feed = s.feed AND t.path = s.path")
+         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
 
 
 def _rebuild_identity_map(spark: SparkSession, cfg: Config, links: DataFrame) -> None:
@@ -101,15 +111,18 @@ def _rebuild_identity_map(spark: SparkSession, cfg: Config, links: DataFrame) ->
     current = spark.table(cfg.table("identity_map"))
     if resolved.exceptAll(current).isEmpty() and current.exceptAll(resolved).isEmpty():
         return
-    resolved.writeTo(cfg.table("identity_map")).overwrite(F.lit(True))
-    events = DeltaTable.forName(spark, cfg.table("events"))
-    (events.alias("t").merge(spark.table(cfg.table("identity_map")).alias("s"),
-                             "t.platform = s.platform AND t.platform_user_id = s.platform_user_id")
-     .whenMatchedUpdate(condition="t.user_id <> s.user_id", set={"user_id": "s.user_id"}).execute())
+    with table_lock(spark, cfg, "identity_map"):
+        resolved.writeTo(cfg.table("identity_map")).overwrite(F.lit(True))
+    with table_lock(spark, cfg, "events"):
+        (DeltaTable.forName(spark, cfg.table("events")).alias("t")
+         .merge(spark.table(cfg.table("identity_map")).alias("s"),
+                "t.platform = s.platform AND t.platform_user_id = s.platform_user_id")
+         .whenMatchedUpdate(condition="t.user_id <> s.user_id", set={"user_id": "s.user_id"}).execute())
 
 
 def _record_run(spark: SparkSession, cfg: Config, report: IngestReport) -> None:
     rows = [(report.run_id, report.started_at, a.platform, a.feed, a.files, a.skipped_files, a.read, a.accepted,
              a.duplicates, a.rejected, a.events_written) for a in report.accounts]
     df = spark.createDataFrame(rows, spark.table(cfg.table("ingest_runs")).schema)
-    df.writeTo(cfg.table("ingest_runs")).append()
+    with table_lock(spark, cfg, "ingest_runs"):
+        df.writeTo(cfg.table("ingest_runs")).append()

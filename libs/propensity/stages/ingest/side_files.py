@@ -13,8 +13,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from propensity.core.config import Config
+from propensity.core.locks import table_lock
 from propensity.stages.ingest.accounting import Counted, FeedAccount
-from propensity.stages.ingest.formats import IDENTITY_COLUMNS, item_rules, price_column
+from propensity.stages.ingest.formats import IDENTITY_COLUMNS, ad_feature_rules, item_rules, price_column
 from propensity.stages.ingest.parsing import Rejected, RunInfo, parse_lines, rejected
 from propensity.stages.ingest.plan import SideFile
 
@@ -69,7 +70,7 @@ def load_items(spark: SparkSession, cfg: Config, sides: list[SideFile], run: Run
     """All catalogs in one MERGE into ``items`` keyed by (platform, item_id); bad rows are rejected."""
     loads = []
     for side in sides:
-        parsed = _parse_side(spark, side, item_rules(), run).persist()
+        parsed = _parse_side(spark, side, item_rules(cfg.ingest), run).persist()
         items = parsed.where(F.col("_reject_reason").isNull()).select(
             F.lit(side.platform).alias("platform"), F.trim(F.col("item_id")).alias("item_id"),
             *[optional(parsed, c) for c in ("title", "category", "brand")],
@@ -77,16 +78,17 @@ def load_items(spark: SparkSession, cfg: Config, sides: list[SideFile], run: Run
         ).dropDuplicates(["platform", "item_id"]).persist()
         loads.append(_loaded(side, parsed, items, F.lit(side.platform)))
     if loads:
-        target = DeltaTable.forName(spark, cfg.table("items"))
-        (target.alias("t").merge(functools.reduce(DataFrame.unionByName, [s.rows for s in loads]).alias("s"),
-                                 "t.platform = s.platform AND t.item_id = s.item_id")
-         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+        rows = functools.reduce(DataFrame.unionByName, [s.rows for s in loads])
+        with table_lock(spark, cfg, "items"):
+            (DeltaTable.forName(spark, cfg.table("items")).alias("t")
+             .merge(rows.alias("s"), "t.platform = s.platform AND t.item_id = s.item_id")
+             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
     return loads
 
 
-def load_ad_features(spark: SparkSession, side: SideFile, run: RunInfo) -> SideLoad:
+def load_ad_features(spark: SparkSession, cfg: Config, side: SideFile, run: RunInfo) -> SideLoad:
     """An ad_feature file: category, campaign, brand and price per ad group (``ad_`` columns)."""
-    reason = F.when(F.col("adgroup_id").isNull() | (F.trim(F.col("adgroup_id")) == ""), "missing adgroup_id")
+    reason = ad_feature_rules(cfg.ingest, "price" in side.columns)
     parsed = _parse_side(spark, side, reason, run).persist()
     features = parsed.where(F.col("_reject_reason").isNull()).select(
         F.trim(F.col("adgroup_id")).alias("ad_item_id"),

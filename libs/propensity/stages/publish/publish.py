@@ -22,14 +22,16 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from propensity.core.config import Config
 from propensity.core.errors import DataNotReadyError
+from propensity.core.locks import table_lock
 from propensity.core.privacy import pseudonym_column, pseudonym_key
 from propensity.core.schema import BEHAVIOUR_EVENT_TYPES
-from propensity.core.tables import LATEST_VIEWS, ensure_latest_view, ensure_table, require_table
+from propensity.core.tables import LATEST_VIEWS, drop_table, ensure_latest_view, ensure_table, require_table
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +93,12 @@ def update_user_keys(spark: SparkSession, cfg: Config, users: DataFrame, key: by
     ``(user_id, user_key)``."""
     table = ensure_table(spark, cfg, "user_keys")
     ids = users.select("user_id").distinct()
-    known = spark.table(table).select("user_id", "user_key")
-    new = ids.join(known.select("user_id"), "user_id", "left_anti")
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    (new.select("user_id", pseudonym_column(key, "user_id").alias("user_key"),
-                F.lit(now).cast("timestamp").alias("created_at")).writeTo(table).append())
+    new = ids.select("user_id", pseudonym_column(key, "user_id").alias("user_key"),
+                     F.lit(now).cast("timestamp").alias("created_at"))
+    with table_lock(spark, cfg, "user_keys"):
+        (DeltaTable.forName(spark, table).alias("k").merge(new.alias("n"), "k.user_id = n.user_id")
+         .whenNotMatchedInsertAll().execute())
     return spark.table(table).select("user_id", "user_key").join(ids, "user_id")
 
 
@@ -105,7 +108,7 @@ def _ensure_pseudonymised_audiences(spark: SparkSession, cfg: Config) -> str:
     if spark.catalog.tableExists(table.replace("`", "")) and "user_id" in spark.table(table).columns:
         log.warning("%s carried raw user ids; dropping it for the pseudonymised schema (re-publish older"
                     " snapshots if they are still needed)", table)
-        spark.sql(f"DROP TABLE {table}")
+        drop_table(spark, cfg, "ads_audiences")
     return ensure_table(spark, cfg, "ads_audiences")
 
 
@@ -130,9 +133,10 @@ def publish(spark: SparkSession, cfg: Config, snapshot_date: date) -> PublishRes
     tables = {"inventory_demand": ensure_table(spark, cfg, "inventory_demand"),
               "ads_audiences": _ensure_pseudonymised_audiences(spark, cfg)}
     for name, df in (("inventory_demand", demand), ("ads_audiences", audiences)):
-        df.writeTo(tables[name]).overwrite(F.col("snapshot_date") == F.lit(snapshot_date))
+        with table_lock(spark, cfg, name):
+            df.writeTo(tables[name]).overwrite(F.col("snapshot_date") == F.lit(snapshot_date))
     for name in LATEST_VIEWS:
-        ensure_latest_view(spark, cfg, name)
+        ensure_latest_view(spark, cfg, name, replace=True)
     counts = {r["audience"]: r["count"] for r in audiences.groupBy("audience").count().collect()}
     result = PublishResult(demand.count(), counts)
     demand.unpersist()

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from propensity.core.config import Config
 from propensity.core.datasets import examples
 from propensity.core.errors import DataNotReadyError, ModelOutputError
+from propensity.core.locks import table_lock
 from propensity.core.schema import SCORE_COLUMNS
 from propensity.core.tables import ensure_table
 from propensity.models.registry import ResolvedModel, resolve_model
@@ -101,11 +102,12 @@ def merge_scores(spark: SparkSession, cfg: Config, snapshot_date: date, scores: 
     columns: dict[str, str | Column] = {c: f"s.{c}" for c in fresh.columns[:-1]}
     target = DeltaTable.forName(spark, table)
     try:
-        (target.alias("t").merge(fresh.unionByName(stale).alias("s"),
-                                 f"t.snapshot_date = {day} AND t.snapshot_date = s.snapshot_date"
-                                 " AND t.user_id = s.user_id AND t.platform = s.platform")
-         .whenMatchedDelete(condition="s._stale").whenMatchedUpdate(set=columns)
-         .whenNotMatchedInsert(condition="NOT s._stale", values=columns).execute())
+        with table_lock(spark, cfg, "user_scores"):
+            (target.alias("t").merge(fresh.unionByName(stale).alias("s"),
+                                     f"t.snapshot_date = {day} AND t.snapshot_date = s.snapshot_date"
+                                     " AND t.user_id = s.user_id AND t.platform = s.platform")
+             .whenMatchedDelete(condition="s._stale").whenMatchedUpdate(set=columns)
+             .whenNotMatchedInsert(condition="NOT s._stale", values=columns).execute())
     except Exception as e:
         if "CONSTRAINT" in str(e).upper():
             raise ModelOutputError(f"model {model.name} v{model.version} produced scores outside [0, 1] (or NaN)"

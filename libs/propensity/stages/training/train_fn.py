@@ -308,13 +308,14 @@ def _steps_per_epoch(rows: int, batch_size: int, world: int) -> int:
     return max(1, math.ceil(rows / (batch_size * world)))
 
 
-def _wrap(module: torch.nn.Module, ctx: _Ctx) -> torch.nn.Module:
+def _wrap(module: torch.nn.Module, ctx: _Ctx, pretraining: bool) -> torch.nn.Module:
     if ctx.world == 1:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [ctx.local_rank] if ctx.use_gpu else None
-    return DistributedDataParallel(module, device_ids=device_ids)
+    # the mask embedding takes part in pretraining only, so fine-tuning leaves it without a gradient
+    return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=not pretraining)
 
 
 def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Module, epochs: int,
@@ -331,7 +332,7 @@ def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Mod
     schedule = linear_schedule(optimizer, steps * epochs, train.warmup_fraction)
     trainable = [p for g in params for p in g["params"]]
     progress = _Progress(ctx, job.stage, epochs, steps, train.batch_size, train.log_every_steps)
-    wrapped = _wrap(model, ctx)
+    wrapped = _wrap(model, ctx, pretraining=isinstance(job, PretrainJob))
     with job.data.loader(ctx.rank, ctx.world, train.batch_size, None, train.workers_count, train.seed) as dl:
         batches = iter(dl)
         for epoch in range(epochs):

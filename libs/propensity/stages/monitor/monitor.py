@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 
 from propensity.core.config import Config
 from propensity.core.errors import DataNotReadyError
+from propensity.core.locks import table_lock
 from propensity.core.tables import ensure_table, require_table
 from propensity.core.tracking import setup_mlflow
 from propensity.stages.monitor.histograms import Histogram, histograms, psi, to_long
@@ -174,7 +175,10 @@ def _append(spark: SparkSession, cfg: Config, report: MonitorReport, name: str, 
                 r.baseline_snapshot, int(r.rows), int(r.baseline_rows), _float(r.mean), _float(r.baseline_mean),
                 _float(r.threshold), _float(r.share_above), _float(r.baseline_share_above), float(r.psi), r.status,
                 report.mlflow_run_id) for r in report.rows.itertuples()]
-    spark.createDataFrame(records, spark.table(table).schema).writeTo(table).append()
+    same_run = ((F.col("snapshot_date") == F.lit(report.snapshot_date)) & (F.col("model_name") == F.lit(name))
+                & (F.col("model_version") == F.lit(version)))
+    with table_lock(spark, cfg, "score_drift"):  # a re-run replaces its rows: no duplicates after a crash
+        spark.createDataFrame(records, spark.table(table).schema).writeTo(table).overwrite(same_run)
 
 
 def _float(value: object) -> float | None:

@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 from propensity.core.config import Config
 from propensity.core.datasets import examples, sample_rows
 from propensity.core.errors import DataNotReadyError, ModelNotFoundError
+from propensity.core.locks import table_lock
 from propensity.core.schema import FEATURE_COLUMNS, SCORE_COLUMNS, TASKS
 from propensity.core.tables import ensure_table
 from propensity.core.tracking import client
@@ -156,7 +157,10 @@ def save_reference(spark: SparkSession, cfg: Config, reference: Reference) -> No
                 list(b.edges), list(b.histogram.counts), b.histogram.null_count, b.histogram.rows, b.histogram.mean,
                 b.threshold, b.histogram.share_above, now)
                for (p, v), b in sorted(reference.bins.items())]
-    spark.createDataFrame(records, spark.table(table).schema).writeTo(table).append()
+    same_model = (F.col("model_name") == F.lit(reference.model_name)) & (
+        F.col("model_version") == F.lit(reference.model_version))
+    with table_lock(spark, cfg, "drift_reference"):  # one reference per model version, also after a crash
+        spark.createDataFrame(records, spark.table(table).schema).writeTo(table).overwrite(same_model)
     payload = {"model_name": reference.model_name, "model_version": reference.model_version,
                "reference_snapshot": reference.snapshot.isoformat(),
                "bins": [{"platform": p, "variable": v, "kind": b.kind, "importance": b.importance,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from propensity.core.config import Config
+from propensity.core.tables import register_all
 
 _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
@@ -22,7 +23,11 @@ class Files:
 
 
 def delta_tables(spark: SparkSession, cfg: Config) -> list[str]:
-    """Names of the Delta tables in the project's database (views and other formats left out), sorted."""
+    """Names of the Delta tables in the project's database (views and other formats left out), sorted.
+
+    Tables another process created since this session started are registered first.
+    """
+    register_all(spark, cfg)
     rows = spark.sql(f"SHOW TABLES IN {cfg.database}").collect()
     names = [r["tableName"] for r in rows if not r["isTemporary"]]
     out = []

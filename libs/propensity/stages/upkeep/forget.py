@@ -42,9 +42,10 @@ from pyspark.sql import SparkSession
 
 from propensity.core.config import Config
 from propensity.core.errors import UsageError
+from propensity.core.locks import table_lock
 from propensity.core.privacy import pseudonym, pseudonym_key
 from propensity.core.tables import BRONZE_PREFIX, ensure_table
-from propensity.stages.upkeep.delta import deletion_vectors_enabled, vacuum
+from propensity.stages.upkeep.delta import deletion_vectors_enabled, delta_tables, vacuum
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,6 @@ def _in(values: Iterable[str]) -> str:
     return ", ".join(_quote(v) for v in sorted(set(values))) or "NULL"
 
 
-def _tables(spark: SparkSession, cfg: Config) -> set[str]:
-    return {r["tableName"] for r in spark.sql(f"SHOW TABLES IN {cfg.database}").collect() if not r["isTemporary"]}
-
-
 def resolve(spark: SparkSession, cfg: Config, subjects: Sequence[Subject], existing: set[str]
             ) -> tuple[set[str], set[tuple[str, str]]]:
     """The user ids and ``(platform, platform_user_id)`` accounts of the people named by ``subjects``."""
@@ -173,21 +170,21 @@ def forget(spark: SparkSession, cfg: Config, subjects: Sequence[Subject], reques
     if not subjects:
         raise UsageError("nothing to forget: give --user-id, --platform with --platform-user-id, or --file")
     key = pseudonym_key("forget")
-    existing = _tables(spark, cfg)
+    existing = set(delta_tables(spark, cfg))
     users, accounts = resolve(spark, cfg, subjects, existing)
     conditions = deletions(cfg, users, accounts, existing, key)
     deleted = {}
-    for table, condition in sorted(conditions.items()):
-        row = spark.sql(f"DELETE FROM {cfg.table(table)} WHERE {condition}").first()
-        deleted[table] = int(row[0]) if row is not None and row[0] is not None else 0
     hours = cfg.maintenance.erasure_retain_hours
     purged = []
-    for table in sorted(conditions):
+    for table, condition in sorted(conditions.items()):
         qualified = cfg.table(table)
-        if deletion_vectors_enabled(spark, qualified):
-            spark.sql(f"REORG TABLE {qualified} APPLY (PURGE)")
-            purged.append(table)
-        vacuum(spark, qualified, hours)
+        with table_lock(spark, cfg, table):
+            row = spark.sql(f"DELETE FROM {qualified} WHERE {condition}").first()
+            deleted[table] = int(row[0]) if row is not None and row[0] is not None else 0
+            if deletion_vectors_enabled(spark, qualified):
+                spark.sql(f"REORG TABLE {qualified} APPLY (PURGE)")
+                purged.append(table)
+            vacuum(spark, qualified, hours)
     _record(spark, cfg, subjects, key, len(accounts), deleted, hours, requested_by)
     return ErasureResult(len(subjects), len(accounts), deleted, hours, purged)
 
@@ -212,4 +209,5 @@ def _record(spark: SparkSession, cfg: Config, subjects: Sequence[Subject], key: 
     total = sum(deleted.values())
     rows = [(str(uuid.uuid4()), now, who, s.kind, s.platform, s.hashed(key), accounts, total,
              json.dumps(deleted, sort_keys=True), hours) for s in subjects]
-    spark.createDataFrame(rows, spark.table(table).schema).writeTo(table).append()
+    with table_lock(spark, cfg, "erasure_requests"):
+        spark.createDataFrame(rows, spark.table(table).schema).writeTo(table).append()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from propensity.core.config import Config
+from propensity.core.locks import table_lock
 from propensity.core.tables import TABLES
 from propensity.stages.upkeep.delta import Files, delta_tables, files_of, vacuum
 
@@ -54,9 +55,10 @@ def maintain(spark: SparkSession, cfg: Config, tables: list[str] | None = None) 
     done = []
     for name in names:
         qualified = cfg.table(name)
-        before = files_of(spark, qualified)
         zorder = TABLES[name].zorder_by if name in TABLES else ()
-        spark.sql(f"OPTIMIZE {qualified}" + (f" ZORDER BY ({', '.join(zorder)})" if zorder else ""))
-        vacuum(spark, qualified, hours)
-        done.append(TableUpkeep(name, zorder, before, files_of(spark, qualified)))
+        with table_lock(spark, cfg, name):
+            before = files_of(spark, qualified)
+            spark.sql(f"OPTIMIZE {qualified}" + (f" ZORDER BY ({', '.join(zorder)})" if zorder else ""))
+            vacuum(spark, qualified, hours)
+            done.append(TableUpkeep(name, zorder, before, files_of(spark, qualified)))
     return MaintainResult(done, hours)

@@ -58,7 +58,7 @@ def _rows_with_person(spark: SparkSession, cfg: Config) -> dict[str, int]:
             continue
         rows = spark.table(cfg.table(r["tableName"])).collect()
         hits = sum(1 for row in rows if any(_holds_person(v) for v in row)
-                   or pseudonym(KEY.encode(), "c1") in row)
+                   or pseudonym(KEY.encode(), "c1") in tuple(row))  # `in row` would look at a Row's field names
         if hits:
             out[r["tableName"]] = hits
     return out

@@ -46,6 +46,10 @@ def _lines(good: list[bytes], bad: dict[bytes, tuple[str | None, str]], header: 
     return b"\n".join(([header] if header else []) + good + list(bad)) + b"\n"
 
 
+#: Each test reads one real ingest run (minutes on 2 cores): not in the quick unit tier.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def ingested(spark: SparkSession, make_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
              ) -> tuple[Config, IngestReport]:

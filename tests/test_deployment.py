@@ -145,6 +145,9 @@ def test_submitted_session_gets_delta_and_a_missing_setting_names_the_option() -
     assert defaults["spark.sql.warehouse.dir"] == "/mnt/shared/p/warehouse"
     assert defaults["spark.sql.adaptive.enabled"] == "true" and defaults["spark.sql.session.timeZone"] == "UTC"
     assert "spark.master" not in defaults and "spark.jars" not in defaults
+    # a user's own SQL extension is added to Delta's, not put in its place
+    extended = submitted_defaults(load_config(None, ["spark.conf={spark.sql.extensions: org.example.Ext}"]))
+    assert extended["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension,org.example.Ext"
 
     check_delta(_Session(dict(DELTA_SESSION_CONF)), "io.delta:delta-spark_2.13:4.0.1")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^the Spark session has spark\.sql\.extensions=<unset>; start it with"

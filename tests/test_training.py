@@ -391,7 +391,7 @@ def test_pretrain_writes_the_encoder_and_its_curve(trained: Trained) -> None:
 @pytest.mark.slow
 def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained: Trained,
                                                                         spark: SparkSession) -> None:
-    from propensity.models.pyfunc import PropensityPyfunc
+    from propensity.models.pyfunc import PropensityPyfunc, input_example
 
     cfg, version = trained.cfg, trained.version
     assert version.name == "propensity_teacher"
@@ -411,6 +411,14 @@ def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained:
     assert list(after.columns) == list(TASKS)
     pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
     assert ((after.to_numpy() > 0) & (after.to_numpy() < 1)).all()
+
+    # the example MLflow keeps with the model is made up: no training row's events or features
+    logged = mlflow.artifacts.download_artifacts(f"{version.model_uri}/input_example.json")
+    example_rows = pd.read_json(logged, orient="split")
+    sequences = {tuple(v) for v in spark.table(cfg.table("training_examples")).toPandas()[SEQUENCE_COLUMN]}
+    assert len(example_rows) > 0 and not {tuple(v) for v in example_rows[SEQUENCE_COLUMN]} & sequences
+    assert (example_rows[list(FEATURE_COLUMNS)].to_numpy() == 0).all()
+    assert loaded.predict(input_example(rows.head(3), list(FEATURE_COLUMNS))).shape == (3, len(TASKS))
 
 
 @pytest.mark.slow

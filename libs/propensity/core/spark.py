@@ -77,11 +77,11 @@ def submitted_defaults(cfg: Config) -> dict[str, str]:
     metastore from its ``hive-site.xml``, else an embedded Derby one, see the README) with its
     warehouse under ``storage.root``, UTC, and ``spark.conf``.
     """
-    return {**DELTA_SESSION_CONF, "spark.sql.catalogImplementation": "hive",
+    ours = {**DELTA_SESSION_CONF, "spark.sql.catalogImplementation": "hive",
             "spark.sql.warehouse.dir": f"{cfg.storage.root.rstrip('/')}/warehouse" if "://" in cfg.storage.root
             else str(cfg.root / "warehouse"),
-            "spark.sql.session.timeZone": "UTC", "spark.databricks.delta.schema.autoMerge.enabled": "false",
-            **cfg.spark.conf}
+            "spark.sql.session.timeZone": "UTC", "spark.databricks.delta.schema.autoMerge.enabled": "false"}
+    return {**ours, **_joined(ours, cfg.spark.conf)}
 
 
 def _submitted_session(cfg: Config) -> SparkSession:

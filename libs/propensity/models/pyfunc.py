@@ -28,8 +28,8 @@ import torch
 from mlflow.models import infer_signature
 from mlflow.pyfunc.model import PythonModel
 
-from propensity.core.schema import TASKS
-from propensity.core.sequence import SEQUENCE_COLUMN, TARGET_PLATFORM
+from propensity.core.schema import EVENT_TYPES, TASKS
+from propensity.core.sequence import SEQUENCE_COLUMN, TARGET_PLATFORM, TARGET_TYPE
 from propensity.models.calibration import Calibration
 from propensity.models.network import PropensityModel, load_model
 from propensity.models.registry import RegisteredModelVersion
@@ -98,13 +98,27 @@ class PropensityPyfunc(PythonModel):
         return out
 
 
+_EXAMPLE_EVENTS = ("view", "cart", "purchase")
+
+
 def input_example(rows: pd.DataFrame, feature_columns: list[str]) -> pd.DataFrame:
-    """The model's input columns of ``rows``: ``event_ids`` as int32 arrays, features as float64 (the
-    signature's types)."""
-    example = rows[[SEQUENCE_COLUMN, *feature_columns]].copy()
-    example[feature_columns] = example[feature_columns].astype("float64")
-    example[SEQUENCE_COLUMN] = [np.asarray(v, dtype=np.int32) for v in example[SEQUENCE_COLUMN]]
-    return example.reset_index(drop=True)
+    """A made-up input of the model's types, one row per row of ``rows``: the signature and MLflow's example.
+
+    Nobody's behaviour goes into the model's artifacts: each row keeps only its target platform's
+    id (a hash of the platform's name) and gets ``i + 1`` invented events (a view, a cart, a purchase,
+    ...) and zero features. ``event_ids`` are int32 arrays, features float64.
+    """
+    sequences = []
+    for i, ids in enumerate(rows[SEQUENCE_COLUMN]):
+        platform = int(ids[TARGET_PLATFORM])
+        target = [TARGET_TYPE, platform, 0, 0, 0, 0, 1, 0]
+        kinds = [EVENT_TYPES.index(kind) + 1 for kind in _EXAMPLE_EVENTS]
+        events = [[kinds[j % len(kinds)], platform, 1 + j, 1, 3, 1 + j, 2, 3] for j in range(i + 1)]
+        sequences.append(np.asarray([v for position in [target, *events] for v in position], dtype=np.int32))
+    example = pd.DataFrame({SEQUENCE_COLUMN: sequences})
+    for column in feature_columns:
+        example[column] = np.zeros(len(example), dtype="float64")
+    return example
 
 
 def pip_requirements() -> list[str]:

@@ -154,6 +154,9 @@ def _local_session(cfg: Config) -> SparkSession:
         .config("spark.driver.memory", cfg.spark.driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        # Delta's VACUUM lists a table's files in this many tasks (Spark's default 10000 is sized for
+        # clusters: on a laptop one VACUUM of a small table took minutes of task overhead).
+        .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(cfg.spark.shuffle_partitions))
         .config("spark.ui.enabled", str(cfg.spark.ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")

@@ -61,8 +61,9 @@ wheel: setup
 docs: setup
 	$(PY) -m propensity.docgen
 
+# The demo's pseudonym secret: a fixed, public one unless you export your own (never use it for real data).
 demo: setup
-	$(VENV)/bin/propensity demo
+	PROPENSITY_PSEUDONYM_KEY="$${PROPENSITY_PSEUDONYM_KEY:-demo-only-pseudonym-key-not-a-secret}" $(VENV)/bin/propensity demo
 
 # Scoring throughput: ours vs mlflow spark_udf vs a plain torch loop, student vs teacher.
 # Self-contained, a few minutes on 2 cores; e.g. make bench BENCH_ARGS="--users 5000 --rounds 1".

@@ -100,7 +100,13 @@ def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["evaluate"], "table .*events does not exist yet; run `propensity ingest` first"),
         (["score", "--snapshot-date", "2026-03-01"], "model URI 'models:/propensity_student@champion' cannot be"),
         (["publish", "--snapshot-date", "2026-03-01"],
+         "PROPENSITY_PSEUDONYM_KEY is not set, so publish refuses to run: export a secret"),
+        (["monitor", "--snapshot-date", "2026-03-01"],
          "table .*user_scores does not exist yet; run `propensity score`"),
+        (["forget"], "nothing to forget: give --user-id, --platform with --platform-user-id, or --file"),
+        (["forget", "--file", str(tmp_path / "missing.txt")], "--file .*missing.txt: cannot be read"),
+        (["maintain", "--set", "maintenance.vacuum_retain_hours=-1"],
+         r"maintenance.vacuum_retain_hours=-1 must be >= 0"),
         (["sql", "SELEC 1"], "query failed: .*PARSE_SYNTAX_ERROR"),
         (["sql", "DROP TABLE events"],
          "propensity sql only reads: DropTable changes data or state and was not run; an operator can run it with"
@@ -112,9 +118,12 @@ def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
 
 
 def test_every_verb_fails_with_one_line_and_exit_code_2(spark: object, make_config: Callable[..., Config],
-                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Each verb on a missing table, model or snapshot, or a bad argument: exit code 2, one line on stderr."""
     import re
+
+    monkeypatch.delenv("PROPENSITY_PSEUDONYM_KEY", raising=False)
 
     from propensity.cli import main
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,21 @@ def test_base_yml_is_the_dataclass_defaults() -> None:
     text = (repo_conf_dir() / "base.yml").read_text()
     assert text == defaults_yaml(), "conf/base.yml is stale: run `propensity config --defaults > conf/base.yml`"
     assert yaml.safe_load(text) == dataclasses.asdict(Config())
+
+
+def test_mlflow_sees_no_absolute_path_or_secret(tmp_path: Path) -> None:
+    from propensity.core.tracking import redacted_config
+
+    cfg = load_config(overrides=[f"storage.root={tmp_path / 'state'}",
+                                 f"platforms=[{{name: shop, format: rees46, events: '{tmp_path}/feeds/shop/*.csv'}}]",
+                                 f"identity={tmp_path}/feeds/identity.csv",
+                                 "mlflow.tracking_uri=postgresql://alice:s3cret@db.example.com/mlflow",
+                                 "spark.conf={spark.hadoop.fs.s3a.secret.key: AKIA123}"])
+    data = redacted_config(cfg)
+    text = str(data)
+    assert str(tmp_path) not in text and "s3cret" not in text and "AKIA123" not in text
+    assert data["storage"]["root"] == "<storage.root>/."
+    assert data["platforms"][0]["events"] == "<path>/*.csv" and data["identity"] == "<path>/identity.csv"
+    assert data["mlflow"]["tracking_uri"] == "postgresql://<redacted>@db.example.com/mlflow"
+    assert data["spark"]["conf"]["spark.hadoop.fs.s3a.secret.key"] == "<redacted>"
+    assert data["features"] == dataclasses.asdict(cfg.features)

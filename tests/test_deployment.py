@@ -46,7 +46,12 @@ def test_train_job_is_the_training_dag_on_the_right_clusters() -> None:
 def test_daily_scoring_job() -> None:
     tasks = {t["task_key"]: t for t in JOBS["score_and_publish"]["tasks"]}
     assert [(k, _deps(t)) for k, t in tasks.items()] == [("ingest", []), ("features", ["ingest"]),
-                                                           ("score", ["features"]), ("publish", ["score"])]
+                                                           ("score", ["features"]), ("publish", ["score"]),
+                                                           ("monitor", ["score"])]
+    assert JOBS["train"]["job_clusters"][0]["new_cluster"][
+        "spark_env_vars"]["PROPENSITY_PSEUDONYM_KEY"] == "{{secrets/propensity/pseudonym_key}}"
+    assert [t["python_wheel_task"]["entry_point"] for t in JOBS["maintain"]["tasks"]] == ["propensity-maintain"]
+    assert "SAT" in JOBS["maintain"]["schedule"]["quartz_cron_expression"]
     assert "--no-labels" in tasks["features"]["python_wheel_task"]["parameters"]
     assert JOBS["score_and_publish"]["schedule"]["quartz_cron_expression"].startswith("0 0 5 * * ")
     # the YAML anchors really share one cluster definition between the two jobs
@@ -54,7 +59,7 @@ def test_daily_scoring_job() -> None:
         "new_cluster"]
 
 
-@pytest.mark.parametrize("job", ["train", "score_and_publish"])
+@pytest.mark.parametrize("job", ["train", "score_and_publish", "maintain"])
 def test_every_task_calls_an_existing_entry_point_with_catalog_and_schema(job: str) -> None:
     scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
     for task in JOBS[job]["tasks"]:
@@ -65,7 +70,8 @@ def test_every_task_calls_an_existing_entry_point_with_catalog_and_schema(job: s
         params = wheel["parameters"]
         assert params[params.index("--catalog") + 1] == "${var.catalog}"
         assert params[params.index("--schema") + 1] == "${var.schema}"
-        if task["task_key"] in ("score", "publish") or (job == "score_and_publish" and task["task_key"] == "features"):
+        dated = ("score", "publish", "monitor")
+        if task["task_key"] in dated or (job == "score_and_publish" and task["task_key"] == "features"):
             assert params[params.index("--snapshot-date") + 1] == "${var.snapshot_date}"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import signal
 import subprocess
@@ -23,13 +25,15 @@ from pyspark.sql import functions as F
 
 from propensity.core.config import Config
 from propensity.core.errors import DataNotReadyError, ModelNotFoundError, ModelOutputError
-from propensity.core.tables import ensure_table
+from propensity.core.privacy import KEY_ENV, MissingSecretError, pseudonym
+from propensity.core.tables import LATEST_VIEWS, ensure_table
 from propensity.core.tracking import setup_mlflow
 from propensity.stages.features import build_training_examples, write_snapshots
 from propensity.stages.publish.publish import publish
 from propensity.stages.scoring.score import score_snapshot
 
 T1, T2 = date(2026, 1, 20), date(2026, 1, 21)
+TEST_KEY = "test-pseudonym-key-0123456789"
 
 
 def _event(i: int, platform: str, user: str, when: str, event_type: str, category: str, price: float | None = None
@@ -170,8 +174,10 @@ def test_two_snapshots_scored_concurrently(spark: SparkSession, world: tuple[Con
     assert len(_scores(spark, cfg, T1)) == 4 and len(_scores(spark, cfg, T2)) == 4
 
 
-def test_publish_arithmetic(spark: SparkSession, world: tuple[Config, str, str], tmp_path: Path) -> None:
+def test_publish_arithmetic(spark: SparkSession, world: tuple[Config, str, str], tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, _, _ = world
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
     day = date(2026, 1, 22)
     ensure_table(spark, cfg, "user_scores")
     rows = [(day, "u1", "shop", 0.6, 0.2, 0.9, "m", "1", datetime(2026, 1, 22)),
@@ -190,18 +196,37 @@ def test_publish_arithmetic(spark: SparkSession, world: tuple[Config, str, str],
     assert demand == {("shop", "shoes"): (0.3, 1), ("shop", "bags"): (0.3, 1), ("shop", "hats"): (0.3, 1),
                       ("app", "shoes"): (0.7, 2)}
     audiences = sorted(tuple(r) for r in spark.sql(
-        f"SELECT audience, platform, user_id, score, rank FROM {cfg.table('ads_audiences')}"
+        f"SELECT audience, platform, user_key, score, rank FROM {cfg.table('ads_audiences')}"
         f" WHERE snapshot_date = DATE'{day}'").collect())
     # high_click only where ads were shown (app), top 50% of 2 users; churn_risk: churn >= 0.5 and spent >= 1
-    # (u1 on shop bought for 80; u3 on app is at risk but spent nothing).
-    assert audiences == [("churn_risk", "shop", "u1", 0.9, 1), ("high_click", "app", "u3", 0.9, 1)]
+    # (u1 on shop bought for 80; u3 on app is at risk but spent nothing). Users by keyed pseudonym only.
+    key = TEST_KEY.encode()
+    assert audiences == [("churn_risk", "shop", pseudonym(key, "u1"), 0.9, 1),
+                         ("high_click", "app", pseudonym(key, "u3"), 0.9, 1)]
+    assert pseudonym(key, "u1") == hmac.new(key, b"u1", hashlib.sha256).hexdigest() != pseudonym(b"x" * 16, "u1")
     assert result.inventory_rows == 4 and result.audience_rows == {"churn_risk": 1, "high_click": 1}
     latest = sorted(tuple(r) for r in spark.sql(
-        f"SELECT audience, platform, user_id, score, rank FROM {cfg.table('ads_audiences_latest')}").collect())
+        f"SELECT audience, platform, user_key, score, rank FROM {cfg.table('ads_audiences_latest')}").collect())
     assert latest == audiences
+    published = {name: spark.table(cfg.table(f"{name}_latest")).columns for name in LATEST_VIEWS}
+    assert all("user_id" not in columns for columns in published.values()), published
+    keyed_scores = {(r["user_key"], r["platform"]): r["purchase_score"]
+                    for r in spark.table(cfg.table("user_scores_latest")).collect()}
+    assert keyed_scores[(pseudonym(key, "u2"), "shop")] == 0.3
     newest = spark.sql(f"SELECT max(snapshot_date) FROM {cfg.table('user_scores')}").first()[0]
     assert {r[0] for r in spark.sql(f"SELECT snapshot_date FROM {cfg.table('user_scores_latest')}").collect()} == {
         newest}
+
+
+def test_publish_refuses_without_the_pseudonym_secret(spark: SparkSession, world: tuple[Config, str, str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, _, _ = world
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(MissingSecretError, match=f"{KEY_ENV} is not set, so publish refuses"):
+        publish(spark, cfg, date(2026, 1, 22))
+    monkeypatch.setenv(KEY_ENV, "short")
+    with pytest.raises(MissingSecretError, match="shorter than 16 characters"):
+        publish(spark, cfg, date(2026, 1, 22))
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ Every verb takes ``--conf FILE`` (repeatable, overlaid in order on ``conf/base.y
 default ``conf/local.yml``), repeatable ``--set dotted.key=value``, and ``--catalog``
 / ``--schema`` shortcuts for the Databricks bundle. Results go to stdout, logs to stderr.
 Exit codes (:mod:`propensity.verbs`): 0 success; 2 a user error, printed as one line on
-stderr without a traceback; 3 a champion gate failed (``evaluate``); 1 a bug (traceback).
+stderr without a traceback; 3 a champion gate failed (``evaluate``); 4 a drift alert
+(``monitor``); 1 a bug (traceback).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from propensity.core.config import Config, load_config
 from propensity.core.errors import PropensityError, UsageError
-from propensity.verbs import EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR, JOB_VERBS, TOOL_VERBS
+from propensity.verbs import EXIT_DRIFT_ALERT, EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR, JOB_VERBS, TOOL_VERBS
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -193,6 +194,50 @@ def _publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    from propensity.stages.monitor.monitor import run_monitor
+
+    cfg, spark = _session(args)
+    report = run_monitor(spark, cfg, args.snapshot_date)
+    print(report.format())
+    print(f"drift plot: MLflow run {report.mlflow_run_id}, artifact {report.plot}")
+    breaches = report.breach_lines()
+    for line in breaches:
+        print(f"propensity monitor: {line}", file=sys.stderr)
+    return EXIT_DRIFT_ALERT if breaches else EXIT_OK
+
+
+def _forget_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user-id", action="append", default=[], help="cross-platform user id (repeatable)")
+    parser.add_argument("--platform", help="platform of --platform-user-id")
+    parser.add_argument("--platform-user-id", action="append", default=[], help="account id on --platform")
+    parser.add_argument("--file", type=Path, help="many requests: one `user_id` or `platform,platform_user_id` a line")
+    parser.add_argument("--requested-by", help="who asked (recorded; default the OS or Databricks user)")
+
+
+def _forget(args: argparse.Namespace) -> int:
+    from propensity.stages.upkeep.forget import Subject, forget, read_subjects
+
+    if args.platform_user_id and not args.platform:
+        raise UsageError("--platform-user-id needs --platform P")
+    subjects = [Subject(u) for u in args.user_id] + [Subject(x, args.platform) for x in args.platform_user_id]
+    if args.file is not None:
+        subjects += read_subjects(args.file)
+    if not subjects:
+        raise UsageError("nothing to forget: give --user-id, --platform with --platform-user-id, or --file")
+    cfg, spark = _session(args)
+    print(forget(spark, cfg, subjects, args.requested_by).format())
+    return EXIT_OK
+
+
+def _maintain(args: argparse.Namespace) -> int:
+    from propensity.stages.upkeep.maintain import maintain
+
+    cfg, spark = _session(args)
+    print(maintain(spark, cfg).format())
+    return EXIT_OK
+
+
 def _sql_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help="the SQL query")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
@@ -272,6 +317,11 @@ VERBS: dict[str, Verb] = {
     "evaluate": Verb("teacher, student, fusion and baselines into model_evaluations; champion gates", _evaluate),
     "score": Verb("user_scores for one snapshot date (its features must be built)", _score, _score_arguments),
     "publish": Verb("inventory_demand and ads_audiences for one snapshot", _publish, _snapshot_argument),
+    "monitor": Verb("drift of scores and top features vs the model's reference and the previous snapshot;"
+                    " score_drift; exit 4 on an alert", _monitor, _snapshot_argument),
+    "forget": Verb("erase people from every table and purge their files; recorded in erasure_requests", _forget,
+                   _forget_arguments),
+    "maintain": Verb("OPTIMIZE (Z-order) and VACUUM every table, files and bytes before/after", _maintain),
     "sql": Verb("run SQL on the project's database (read-only unless --allow-writes)", _sql, _sql_arguments),
     "sql-server": Verb("serve the tables over JDBC/ODBC (Spark Thrift server, HiveServer2 protocol)", _sql_server,
                        _sql_server_arguments),

@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 from propensity.core.config import Config, load_config, repo_conf_dir
 from propensity.core.datasets import SnapshotPlan, plan_snapshots
 from propensity.core.errors import UsageError
+from propensity.core.privacy import pseudonym_key
 from propensity.core.schema import EVENT_TYPES
 from propensity.core.spark import get_spark
 from propensity.core.tracking import tracking_uri
@@ -25,6 +26,7 @@ from propensity.stages.features import ensure_snapshots, write_snapshot
 from propensity.stages.generate import generate_feeds
 from propensity.stages.ingest.accounting import IngestReport
 from propensity.stages.ingest.pipeline import ingest
+from propensity.stages.monitor.monitor import run_monitor
 from propensity.stages.publish.publish import publish
 from propensity.stages.scoring.score import ScoreResult, score_snapshot
 from propensity.stages.training.distill import run_distill
@@ -67,6 +69,7 @@ def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str]
     """
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # training processes print progress as it happens
     root = root.resolve()
+    pseudonym_key("the demo's publish step")  # before anything runs: publishing needs the secret
     _prepare_root(root)
     started = time.perf_counter()
     start = _step(f"generate: {users} people, {days} days, seed {seed}")
@@ -95,7 +98,11 @@ def run_demo(root: Path, overlays: list[str | Path] | None, overrides: list[str]
 
     results = _train_and_evaluate(spark, cfg, plan, transfer)
     scored = _score_and_publish(spark, cfg, feeds.end_date, results.evaluation)
+    start = _step("monitor: drift of scores and top features vs the model's reference snapshot")
+    drift = run_monitor(spark, cfg, feeds.end_date)
+    print("\n".join([drift.format(), *drift.breach_lines()]) + f" ({time.perf_counter() - start:.0f}s)")
     _print_summary(spark, cfg, feeds.config_path, results, scored)
+    print(f"drift: {drift.format()}; plot in MLflow run {drift.mlflow_run_id} ({drift.plot})")
     print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 

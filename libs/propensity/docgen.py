@@ -53,11 +53,13 @@ def tables_md() -> str:
     lines += ["", "Besides these: `bronze_<feed>` (one per event or ad feed, written by `propensity ingest`: the raw",
               "fields as read, `_raw`, `_source_file`, `_ingested_at`, `_ingest_run_id`, `_reject_reason`) and the",
               "views " + ", ".join(f"`{v}_latest`" for v in LATEST_VIEWS)
-              + " (the rows of the newest `snapshot_date`)."]
+              + " (the rows of the newest `snapshot_date`; users by `user_key`, never `user_id`)."]
     for name, spec in TABLES.items():
         lines += ["", f"## {name}", "", spec.comment, "", f"Written by `propensity {spec.written_by}`."]
         if spec.partitioned_by:
             lines.append(f"Partitioned by `{', '.join(spec.partitioned_by)}`.")
+        if spec.zorder_by:
+            lines.append(f"Z-ordered by `{', '.join(spec.zorder_by)}` by `propensity maintain`.")
         lines += ["", "| column | type | required | meaning |", "|---|---|---|---|"]
         lines += [f"| `{c.name}` | {c.type} | {'' if c.nullable else 'yes'} | {_md_cell(c.comment)} |"
                   for c in spec.columns]
@@ -109,6 +111,8 @@ def cli_md() -> str:
              f"| {verbs.EXIT_USER_ERROR} | a user error (bad config or argument, missing input, table, snapshot or"
              " model, a refused statement): one line `propensity VERB: error: ...` on stderr, no traceback |",
              f"| {verbs.EXIT_GATE_FAILED} | `evaluate`: a champion gate failed; the previous `@champion` stays |",
+             f"| {verbs.EXIT_DRIFT_ALERT} | `monitor`: a drift comparison reached `monitor.psi_alert`; one line per"
+             " breach on stderr |",
              "", "## Verbs", "", "Pipeline order: " + " -> ".join(f"`{v}`" for v in verbs.PIPELINE) + "."]
     for name, sub in subparsers.choices.items():
         lines += ["", f"### `propensity {name}`", "", sub.description or "", "", "```", sub.format_usage().strip(),

@@ -11,7 +11,7 @@ before the package's dependencies are installed.
 PIPELINE = ("generate", "ingest", "features", "pretrain", "finetune", "distill", "evaluate", "score", "publish")
 
 #: Verbs a scheduled job runs: a console entry point and a ``jobs/`` script each.
-JOB_VERBS = (*PIPELINE, "sql")
+JOB_VERBS = (*PIPELINE, "monitor", "forget", "maintain", "sql")
 
 #: Verbs for people at a terminal only.
 TOOL_VERBS = ("sql-server", "config", "demo")
@@ -24,3 +24,5 @@ EXIT_FAILURE = 1
 EXIT_USER_ERROR = 2
 #: ``propensity evaluate``: a champion gate failed; the previous champion stays.
 EXIT_GATE_FAILED = 3
+#: ``propensity monitor``: a drift comparison reached ``monitor.psi_alert`` (one line per breach on stderr).
+EXIT_DRIFT_ALERT = 4

@@ -9,6 +9,7 @@ generated from :data:`TABLES`.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +62,8 @@ class TableSpec:
     partitioned_by: tuple[str, ...] = ()
     constraints: dict[str, str] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
+    #: Columns queries filter by besides the partition columns: ``propensity maintain`` Z-orders on them.
+    zorder_by: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -82,6 +85,9 @@ _INGESTED = (_required("_source_file", "STRING", "Raw file the row was read from
 _SNAPSHOT = _required("snapshot_date", "DATE", "Snapshot date T (T 00:00 UTC): features before T, labels after.")
 _USER = _required("user_id", "STRING", "Cross-platform user id (from identity_map).")
 _PLATFORM = _required("platform", "STRING", "Platform name (from the config).")
+_USER_KEY = _required("user_key", "STRING", "Keyed pseudonym of user_id: hex HMAC-SHA256 with the secret in"
+                                          " PROPENSITY_PSEUDONYM_KEY (the mapping stays in user_keys).")
+_MODEL = (_required("model_name", "STRING", "Registered model."), _required("model_version", "STRING", "Its version."))
 
 
 def _feature_columns() -> tuple[Col, ...]:
@@ -118,6 +124,7 @@ TABLES: dict[str, TableSpec] = {
         comment="Unified behaviour and ad events of every platform, one row per distinct event.",
         written_by="ingest",
         partitioned_by=("event_date",),
+        zorder_by=("user_id",),
         constraints={"valid_event_type": f"event_type IN ({_EVENT_TYPE_LIST})",
                      "non_negative_price": "price IS NULL OR price >= 0"},
     ),
@@ -172,6 +179,7 @@ TABLES: dict[str, TableSpec] = {
         comment="Point-in-time features, behaviour text and labels per (snapshot_date, user_id, platform).",
         written_by="features",
         partitioned_by=("snapshot_date",),
+        zorder_by=("platform", "user_id"),
         constraints={"valid_labels": " AND ".join(f"({c} IS NULL OR {c} IN (0, 1))" for c in LABEL_COLUMNS)},
     ),
     "model_evaluations": TableSpec(
@@ -239,6 +247,7 @@ TABLES: dict[str, TableSpec] = {
         comment="Per-user purchase, click and churn probabilities per snapshot, with the model that made them.",
         written_by="score",
         partitioned_by=("snapshot_date",),
+        zorder_by=("platform", "user_id"),
         constraints={f"{c}_in_unit_interval": f"{c} >= 0 AND {c} <= 1" for c in SCORE_COLUMNS.values()},
         properties={"delta.enableChangeDataFeed": "true"},
     ),
@@ -259,14 +268,99 @@ TABLES: dict[str, TableSpec] = {
         columns=(
             _SNAPSHOT, _PLATFORM,
             _required("audience", "STRING", "high_click or churn_risk."),
-            _USER,
+            _USER_KEY,
             _required("score", "DOUBLE", "click_score (high_click) or churn_score (churn_risk)."),
             _required("rank", "INT", "1 = strongest within audience and platform."),
         ),
-        comment="Audiences for the ads system: high_click and churn_risk users per platform, ranked.",
+        comment="Audiences for the ads system: high_click and churn_risk users per platform, ranked; users by"
+                " pseudonym (user_key), never by id.",
         written_by="publish",
         partitioned_by=("snapshot_date",),
         constraints={"score_in_unit_interval": "score >= 0 AND score <= 1"},
+    ),
+    "user_keys": TableSpec(
+        columns=(
+            _USER,
+            _USER_KEY,
+            _required("created_at", "TIMESTAMP", "When publish first pseudonymised the user (UTC)."),
+        ),
+        comment="Internal: user_id -> user_key, the only link between published pseudonyms and people (never"
+                " published; the *_latest views join it so they show user_key only).",
+        written_by="publish",
+        zorder_by=("user_id",),
+    ),
+    "drift_reference": TableSpec(
+        columns=(
+            *_MODEL,
+            _required("reference_snapshot", "DATE", "The model's test snapshot (validation if it logged none),"
+                                                    " scored by the model: its training-time distribution."),
+            _PLATFORM,
+            _required("variable", "STRING", "A score column (purchase_score, ...) or an input feature."),
+            _required("kind", "STRING", "score or feature."),
+            Col("importance", "DOUBLE", "Features: largest |correlation| with a task's score on the reference (why"
+                                        " it is monitored); NULL for scores."),
+            _required("edges", "ARRAY<DOUBLE>", "Bin edges (reference quantiles, ties merged): bin i holds"
+                                                " edges[i-1] <= x < edges[i]; the first and last bins are open."),
+            _required("counts", "ARRAY<BIGINT>", "Reference rows per bin (one more than edges)."),
+            _required("null_count", "BIGINT", "Reference rows with NULL (a bin of its own in the PSI)."),
+            _required("rows", "BIGINT", "Reference rows of the platform."),
+            Col("mean", "DOUBLE", "Mean of the non-NULL values."),
+            Col("threshold", "DOUBLE", "The share_above cut: churn_score: publish.churn_threshold; otherwise the"
+                                       " reference's top publish.high_click_fraction quantile."),
+            Col("share_above", "DOUBLE", "Share of reference rows at or above threshold."),
+            _required("created_at", "TIMESTAMP", "When `propensity monitor` first saw the model version (UTC)."),
+        ),
+        comment="Fixed-bin histograms of each model version's scores and most important features on its reference"
+                " snapshot; written once per model version by `propensity monitor` (also logged to the model's"
+                " MLflow run as monitor/drift_reference.json).",
+        written_by="monitor",
+    ),
+    "score_drift": TableSpec(
+        columns=(
+            _required("monitored_at", "TIMESTAMP", "When `propensity monitor` ran (UTC)."),
+            _SNAPSHOT,
+            *_MODEL,
+            _PLATFORM,
+            _required("variable", "STRING", "A score column (purchase_score, ...) or an input feature."),
+            _required("kind", "STRING", "score or feature."),
+            _required("comparison", "STRING", "reference (the model's reference snapshot) or previous (the newest"
+                                              " earlier snapshot in user_scores)."),
+            _required("baseline_snapshot", "DATE", "The snapshot compared against."),
+            _required("rows", "BIGINT", "Rows of the platform at snapshot_date."),
+            _required("baseline_rows", "BIGINT", "Rows of the platform at baseline_snapshot."),
+            Col("mean", "DOUBLE", "Mean at snapshot_date (non-NULL values)."),
+            Col("baseline_mean", "DOUBLE", "Mean at baseline_snapshot."),
+            Col("threshold", "DOUBLE", "The cut of share_above (see drift_reference.threshold)."),
+            Col("share_above", "DOUBLE", "Share of rows at or above threshold at snapshot_date."),
+            Col("baseline_share_above", "DOUBLE", "The same at baseline_snapshot."),
+            _required("psi", "DOUBLE", "Population stability index over the reference's fixed bins (+ a NULL bin),"
+                                       " shares floored at 1e-4."),
+            _required("status", "STRING", "ok, warn (psi >= monitor.psi_warn), alert (psi >= monitor.psi_alert) or"
+                                          " few_rows (fewer than monitor.min_rows rows on a side: never alerts)."),
+            Col("mlflow_run_id", "STRING", "The MLflow run of the monitor (drift plot)."),
+        ),
+        comment="Drift of scores and top input features per snapshot, platform and variable, against the model's"
+                " reference and the previous scored snapshot; appended by every `propensity monitor` run.",
+        written_by="monitor",
+        constraints={"valid_status": "status IN ('ok', 'warn', 'alert', 'few_rows')",
+                     "valid_comparison": "comparison IN ('reference', 'previous')"},
+    ),
+    "erasure_requests": TableSpec(
+        columns=(
+            _required("request_id", "STRING", "Id of the request (uuid4)."),
+            _required("requested_at", "TIMESTAMP", "When `propensity forget` ran (UTC)."),
+            _required("requested_by", "STRING", "Who ran it: --requested-by, else the OS or Databricks user."),
+            _required("identifier_kind", "STRING", "user_id or platform_user_id: what the request named."),
+            Col("platform", "STRING", "The platform of a platform_user_id request."),
+            _required("subject_key", "STRING", "HMAC-SHA256 (PROPENSITY_PSEUDONYM_KEY) of the identifier as given,"
+                                               " never the id in clear; for user_id requests it equals user_key."),
+            _required("accounts", "INT", "Platform accounts of the person found in identity_map and events."),
+            _required("rows_deleted", "BIGINT", "Rows deleted over every table (0 when repeated)."),
+            _required("tables", "STRING", "JSON: rows deleted per table."),
+            _required("retain_hours", "INT", "VACUUM retention used (maintenance.erasure_retain_hours)."),
+        ),
+        comment="Audit trail of erasure requests: who, when, what (keyed hashes only) and what was removed.",
+        written_by="forget",
     ),
     "ingested_files": TableSpec(
         columns=(
@@ -318,6 +412,21 @@ def ensure_table(spark: SparkSession, cfg: Config, name: str) -> str:
     return qualified
 
 
+def latest_view_sql(cfg: Config, name: str) -> str:
+    """The query of view ``<name>_latest``: ``name``'s newest snapshot, users by ``user_key`` only.
+
+    ``user_scores`` is internal and keyed by ``user_id``; its view joins ``user_keys`` (written by
+    publish) and leaves ``user_id`` out, so nothing read by other systems carries a raw id.
+    """
+    table = cfg.table(name)
+    newest = f"snapshot_date = (SELECT max(snapshot_date) FROM {table})"
+    if "user_id" not in TABLES[name].column_names:
+        return f"SELECT * FROM {table} WHERE {newest}"
+    columns = ", ".join("k.user_key" if c == "user_id" else f"t.`{c}`" for c in TABLES[name].column_names)
+    return (f"SELECT {columns} FROM {table} t JOIN {cfg.table('user_keys')} k ON t.user_id = k.user_id"
+            f" WHERE t.{newest}")
+
+
 def create_table(spark: SparkSession, cfg: Config, name: str, create: Callable[[str], object]) -> bool:
     """Create table ``name`` with ``create(target)`` under its write lock, unless it exists by then.
 
@@ -341,23 +450,33 @@ def create_table(spark: SparkSession, cfg: Config, name: str, create: Callable[[
         return True
 
 
-def ensure_latest_view(spark: SparkSession, cfg: Config, name: str) -> str:
-    """Create the view ``<name>_latest`` (rows of ``name``'s newest snapshot) if missing; returns its name."""
+def ensure_latest_view(spark: SparkSession, cfg: Config, name: str, replace: bool = False) -> str:
+    """(Re)create the view ``<name>_latest`` (rows of ``name``'s newest snapshot, see :func:`latest_view_sql`)."""
     if name not in LATEST_VIEWS:
         raise ValueError(f"no latest view for table {name!r}; tables with one: {', '.join(LATEST_VIEWS)}")
-    table = cfg.table(name)
     view = cfg.table(f"{name}_latest")
-    if not spark.catalog.tableExists(view.replace("`", "")):
-        spark.sql(f"CREATE VIEW IF NOT EXISTS {view} COMMENT 'Rows of {name} for its newest snapshot_date.'"
-                  f" AS SELECT * FROM {table} WHERE snapshot_date = (SELECT max(snapshot_date) FROM {table})")
+    if replace or not spark.catalog.tableExists(view.replace("`", "")):
+        spark.sql(f"CREATE OR REPLACE VIEW {view} COMMENT 'Rows of {name} for its newest snapshot_date (users by"
+                  f" user_key).' AS {latest_view_sql(cfg, name)}")
     return view
+
+
+def drop_table(spark: SparkSession, cfg: Config, name: str) -> None:
+    """Drop table ``name`` and, in the folder catalog (where tables are external), its folder too."""
+    with table_lock(spark, cfg, name):
+        folder = table_dir(spark, cfg, name)
+        spark.sql(f"DROP TABLE IF EXISTS {cfg.table(name)}")
+        if folder is not None and folder_catalog(spark, cfg):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def find_table(spark: SparkSession, cfg: Config, name: str) -> bool:
     """Whether table or latest view ``name`` exists, registering it (and a view's table) on the way."""
     base = name.removesuffix("_latest")
     if name != base and base in LATEST_VIEWS:
-        if not table_exists(spark, cfg, base):
+        # the view of a table keyed by user_id reads its pseudonyms from user_keys
+        needs = [base, "user_keys"] if "user_id" in TABLES[base].column_names else [base]
+        if not all(table_exists(spark, cfg, table) for table in needs):
             return False
         ensure_latest_view(spark, cfg, base)
         return True

@@ -65,10 +65,51 @@ def log_params(prefix: str, values: dict[str, Any]) -> None:
     mlflow.log_params(params)
 
 
-def log_resolved_config(cfg: Config, artifact_file: str = "config/resolved.yml") -> None:
-    """Log the whole configuration the run used as one YAML artifact."""
+_SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def stored_path(cfg: Config, path: str | Path) -> str:
+    """``path`` as MLflow may see it: relative to ``storage.root`` (``<storage.root>/...``), else its file name.
+
+    MLflow runs are shared more widely than the machine: absolute paths name users' home folders
+    and mounts, so they never go there.
+    """
+    p = Path(path)
+    try:
+        return f"<storage.root>/{p.resolve().relative_to(cfg.root).as_posix()}"
+    except ValueError:
+        return f"<path>/{p.name}"
+
+
+def _redact(value: Any, key: str, cfg: Config) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v, k, cfg) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, key, cfg) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    if any(word in key.lower() for word in _SECRET_WORDS):
+        return "<redacted>"
+    if "@" in value and "://" in value:  # credentials inside a URI (postgresql://user:password@host)
+        return value.split("://", 1)[0] + "://<redacted>@" + value.rsplit("@", 1)[1]
+    if value.startswith("sqlite:///"):
+        return "sqlite:///" + stored_path(cfg, value.removeprefix("sqlite:///"))
+    if value.startswith(("/", "~", "file:")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/"):
+        return stored_path(cfg, value.removeprefix("file://"))
+    return value
+
+
+def redacted_config(cfg: Config) -> dict[str, Any]:
+    """The resolved configuration as MLflow may keep it: absolute paths (feeds, storage, jars) shortened by
+    :func:`stored_path`, keys named like secrets and credentials in URIs replaced by ``<redacted>``."""
     data: dict[str, Any] = dataclasses.asdict(cfg)
-    mlflow.log_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), artifact_file)
+    redacted: dict[str, Any] = _redact(data, "", cfg)
+    return redacted
+
+
+def log_resolved_config(cfg: Config, artifact_file: str = "config/resolved.yml") -> None:
+    """Log the configuration the run used (:func:`redacted_config`) as one YAML artifact."""
+    mlflow.log_text(yaml.safe_dump(redacted_config(cfg), sort_keys=False, default_flow_style=False), artifact_file)
 
 
 def checkpoint_dir(cfg: Config, *parts: str) -> Path:

@@ -15,7 +15,9 @@ from propensity.core.config.sections import (
     EvaluationConfig,
     FeaturesConfig,
     IngestConfig,
+    MaintenanceConfig,
     MlflowConfig,
+    MonitorConfig,
     PlatformConfig,
     PublishConfig,
     ScoringConfig,
@@ -48,6 +50,8 @@ class Config:
     mlflow: MlflowConfig = option("MLflow tracking and registry.", default_factory=MlflowConfig)
     scoring: ScoringConfig = option("Batch scoring.", default_factory=ScoringConfig)
     publish: PublishConfig = option("Inventory and ads outputs.", default_factory=PublishConfig)
+    monitor: MonitorConfig = option("Drift monitoring.", default_factory=MonitorConfig)
+    maintenance: MaintenanceConfig = option("Table upkeep and erasure.", default_factory=MaintenanceConfig)
     sql_server: SqlServerConfig = option("The JDBC endpoint (propensity sql-server).",
                                          default_factory=SqlServerConfig)
 

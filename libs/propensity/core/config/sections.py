@@ -212,6 +212,44 @@ class MlflowConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """Drift monitoring of scores and input features (``propensity monitor``)."""
+
+    psi_warn: float = option("PSI at or above which a comparison is marked warn (rule of thumb: < 0.1 stable).",
+                             default=0.1)
+    psi_alert: float = option("PSI at or above which a comparison is an alert: one line each, exit code 4"
+                              " (rule of thumb: > 0.25 major shift).", default=0.25)
+    bins: int = option("Bins of the reference histograms (quantiles of the model's reference scores and features;"
+                       " ties merge bins).", default=10)
+    top_features: int = option("Input features monitored besides the scores: the ones most correlated with the"
+                               " model's scores on its reference snapshot.", default=5)
+    min_rows: int = option("Rows a platform needs on both sides of a comparison for it to warn or alert (PSI of"
+                           " fewer rows is noise); smaller comparisons are reported as few_rows.", default=200)
+
+    def __post_init__(self) -> None:
+        within("monitor", self, "psi_warn", 0.0, 10.0, low_open=True)
+        within("monitor", self, "psi_alert", 0.0, 10.0, low_open=True)
+        if self.psi_alert < self.psi_warn:
+            raise ConfigError(f"monitor.psi_alert={self.psi_alert} must be >= monitor.psi_warn={self.psi_warn}")
+        at_least("monitor", self, 2, "bins")
+        at_least("monitor", self, 0, "top_features", "min_rows")
+
+
+@dataclass
+class MaintenanceConfig:
+    """Table upkeep (``propensity maintain``) and erasure (``propensity forget``)."""
+
+    vacuum_retain_hours: int = option("VACUUM retention of `propensity maintain`: older unreferenced files are"
+                                      " deleted (time travel reaches back this far).", default=168)
+    erasure_retain_hours: int = option("VACUUM retention of `propensity forget`: 0 deletes the erased person's old"
+                                       " files at once (time travel to before the erasure is lost; a reader of an"
+                                       " older version running at that moment fails).", default=0)
+
+    def __post_init__(self) -> None:
+        at_least("maintenance", self, 0, "vacuum_retain_hours", "erasure_retain_hours")
+
+
+@dataclass
 class SqlServerConfig:
     """``propensity sql-server``: who may log in over JDBC (it is read-only for everyone; see docs/security.md)."""
 

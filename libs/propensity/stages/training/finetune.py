@@ -30,7 +30,7 @@ from propensity.core.config import Config
 from propensity.core.datasets import SnapshotPlan, examples, training_plan
 from propensity.core.errors import DataNotReadyError
 from propensity.core.schema import FEATURE_COLUMNS
-from propensity.core.tracking import checkpoint_dir, log_params, log_resolved_config, setup_mlflow
+from propensity.core.tracking import checkpoint_dir, log_params, log_resolved_config, setup_mlflow, stored_path
 from propensity.models.pyfunc import input_example, log_pyfunc_model
 from propensity.models.registry import (
     SEQUENCE_ONLY_MODEL_NAME,
@@ -66,7 +66,8 @@ def _log_run_inputs(cfg: Config, plan: SnapshotPlan, start: PretrainedEncoder, s
     mlflow.log_params({"finetune.train_snapshots": ",".join(d.isoformat() for d in plan.train),
                        "finetune.validation_snapshot": plan.validation.isoformat(),
                        "finetune.test_snapshot": plan.test.isoformat(),
-                       "finetune.sources": ",".join(sources) or "all", "finetune.encoder": str(start.encoder_dir)})
+                       "finetune.sources": ",".join(sources) or "all",
+                       "finetune.encoder": stored_path(cfg, start.encoder_dir)})
     log_resolved_config(cfg)
 
 

@@ -30,7 +30,7 @@ from propensity.core.datasets import sample_rows
 from propensity.core.errors import DataNotReadyError
 from propensity.core.sequence import SEQUENCE_COLUMN
 from propensity.core.tables import require_table
-from propensity.core.tracking import log_params, log_resolved_config, setup_mlflow, tracking_uri
+from propensity.core.tracking import log_params, log_resolved_config, setup_mlflow, stored_path, tracking_uri
 from propensity.models.encoder import bert_config
 from propensity.stages.training import data
 from propensity.stages.training.distributed import run_distributed
@@ -97,7 +97,7 @@ def run_pretrain(spark: SparkSession, cfg: Config) -> Path:
             mlflow.log_metrics({"pretrain_samples_per_s": float(result["samples_per_s"]),
                                 "pretrain_best_epoch": float(result["best_epoch"]),
                                 "pretrain_epochs_run": float(result["epochs_run"])})
-            mlflow.set_tag("checkpoint", str(out_dir))
+            mlflow.set_tag("checkpoint", stored_path(cfg, out_dir))
         mark_latest(cfg, out_dir)
         log.info("pretrained encoder in %s (best epoch %s of %s)", out_dir, result["best_epoch"],
                  result["epochs_run"])

@@ -43,13 +43,13 @@ lint: setup
 unit: setup
 	$(VENV)/bin/pytest -q -m "not slow and not distributed and not server"
 
-# Everything but the cluster tier: what CI (.ci/run) and the README run. The cluster tier is apart
-# until a run of it is proven to fit CI's time (it starts executor JVMs for every stage).
+# Everything but the cluster tier: what CI (.ci/run) and the README run. The cluster tier is apart:
+# it starts executor JVMs for every stage and would double make test's time.
 test: lint
 	$(VENV)/bin/pytest -q -m "not cluster"
 
 # The cluster tier alone: the wheel and every stage through spark-submit on local-cluster[2,1,1024],
-# compared with a local run (tests/test_cluster.py; a few minutes, most of it executor start-up).
+# compared with a local run (tests/test_cluster.py; about 40 minutes on 2 cores, too long for make test).
 test-cluster: setup
 	$(VENV)/bin/pytest -q -m cluster
 

@@ -33,6 +33,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from propensity.core.config import Config
+from propensity.core.privacy import KEY_ENV
 from propensity.core.schema import LABEL_COLUMNS, SCORE_COLUMNS
 from propensity.core.sequence import SEQUENCE_COLUMN
 from propensity.core.spark import VENV_JARS_DIR
@@ -55,6 +56,8 @@ SETTINGS = [
                                        "max_train_rows": 0, "max_pretrain_rows": 0, "max_eval_rows": 0}.items()],
 ]
 MODEL_URI = "models:/propensity_teacher/1"
+#: The pseudonym secret publish needs: the same on both sides, so the audiences compare by user_key.
+PSEUDONYM_KEY = "cluster-test-pseudonym-key-01"
 
 
 def wheel(out: Path) -> Path:
@@ -82,6 +85,7 @@ def submit_env() -> dict[str, str]:
     """This environment without PYTHONPATH (the wheel, not the checkout, must be what the stages import)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable, PYTHONUNBUFFERED="1")
+    env[KEY_ENV] = PSEUDONYM_KEY
     return env
 
 
@@ -174,7 +178,9 @@ def local_run(cluster_run: ClusterRun, make_config: Callable[..., Config], spark
     ensure_snapshots(spark, cfg, plan_snapshots(spark, cfg))
     write_snapshot(spark, cfg, cluster_run.feeds.end_date, with_labels=False)
     score_snapshot(spark, cfg, cluster_run.feeds.end_date, MODEL_URI)
-    publish(spark, cfg, cluster_run.feeds.end_date)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(KEY_ENV, PSEUDONYM_KEY)
+        publish(spark, cfg, cluster_run.feeds.end_date)
     return cfg
 
 

@@ -113,7 +113,7 @@ def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
          " --allow-writes$"),
         (["sql-server", "--port", "0"], "--port 0 is not a TCP port"),
         (["config", "--set", "training.epochs=0"], r"training.epochs=0 must be >= 1"),
-        (["demo", "--root", str(not_a_demo)], "--root .* is not empty and was not made by `propensity demo`"),
+        (["demo", "--root", str(not_a_demo)], "PROPENSITY_PSEUDONYM_KEY is not set, so the demo's publish step"),
     ]
 
 
@@ -139,3 +139,9 @@ def test_every_verb_fails_with_one_line_and_exit_code_2(spark: object, make_conf
         assert code == 2, (args, err)
         assert len(lines) == 1 and "Traceback" not in err, (args, err)
         assert re.match(rf"propensity {args[0]}: error: {message}", lines[0]), (args, lines[0])
+    # with the secret set, the demo gets as far as its --root check
+    monkeypatch.setenv("PROPENSITY_PSEUDONYM_KEY", "cli-test-pseudonym-key-0001")
+    assert main(["demo", "--root", str(tmp_path / "not-a-demo"), *common]) == 2
+    assert re.match("propensity demo: error: --root .* is not empty and was not made by `propensity demo`; choose"
+                    " another folder$",
+                    capsys.readouterr().err.strip())

@@ -7,6 +7,7 @@ Everything runs at a tiny size (1 layer, hidden 32, 16 tokens, a few hundred row
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -413,8 +414,9 @@ def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained:
     assert ((after.to_numpy() > 0) & (after.to_numpy() < 1)).all()
 
     # the example MLflow keeps with the model is made up: no training row's events or features
-    logged = mlflow.artifacts.download_artifacts(f"{version.model_uri}/input_example.json")
-    example_rows = pd.read_json(logged, orient="split")
+    logged = json.loads((Path(mlflow.artifacts.download_artifacts(version.model_uri)) / "input_example.json")
+                        .read_text())
+    example_rows = pd.DataFrame(logged["data"], columns=logged["columns"])
     sequences = {tuple(v) for v in spark.table(cfg.table("training_examples")).toPandas()[SEQUENCE_COLUMN]}
     assert len(example_rows) > 0 and not {tuple(v) for v in example_rows[SEQUENCE_COLUMN]} & sequences
     assert (example_rows[list(FEATURE_COLUMNS)].to_numpy() == 0).all()

@@ -1,17 +1,20 @@
-"""How the cost of ingest and features grows with the data: the same days, 1x and 10x the people.
+"""How the cost of ingest, features and scoring grows with the data: the same days, 1x and 10x the people.
 
     .venv/bin/python benchmarks/scale_bench.py [--users 2000] [--days 60] [--scales 1,10] [--root DIR]
         [--conf FILE] [--set key=value]
 
 For each scale it generates the demo's world with ``scale x --users`` people over ``--days``
-days (``propensity generate``), then times ``propensity ingest`` and ``propensity features
---training-set`` on one local Spark session (each scale in its own schema), and prints the
-seconds per stage, the raw rows read and the cost per raw row. Its last lines are the ratios
-of the largest scale's cost per raw row to the smallest's (1.0: linear; above 1: a step grows
-faster than the data)::
+days (``propensity generate``), then times ``propensity ingest``, ``propensity features
+--training-set`` and ``propensity score`` of the plan's test snapshot on one local Spark session
+(each scale in its own schema), and prints the seconds per stage, the raw rows read and the cost
+per raw row (scoring: per scored row). Scoring uses a student with random weights at the
+config's ``student`` size, registered in the run's own MLflow registry: its cost does not depend
+on the weights, so no training is needed. Its last lines are the ratios of the largest scale's
+cost per row to the smallest's (1.0: linear; above 1: a step grows faster than the data)::
 
     ingest_cost_per_row_10x_vs_1x=X.XX
     features_cost_per_row_10x_vs_1x=X.XX
+    score_cost_per_row_10x_vs_1x=X.XX
 
 Fixed costs (job scheduling, Delta commits, one snapshot per plan date) are spread over more
 rows at the larger scale, so a linear pipeline shows ratios below 1. One run, on a machine that
@@ -29,12 +32,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from propensity.core.config import load_config
+import scoring_bench  # a sibling file, not a package
+
+from propensity.core.config import Config, load_config
 from propensity.core.datasets import plan_snapshots
+from propensity.core.schema import FEATURE_COLUMNS
 from propensity.core.spark import get_spark
 from propensity.stages.features import ensure_snapshots
 from propensity.stages.generate import generate_feeds
 from propensity.stages.ingest.pipeline import ingest
+from propensity.stages.scoring.score import score_snapshot, snapshot_features
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,11 +55,35 @@ class ScaleResult:
     raw_rows: int
     event_rows: int
     example_rows: int
+    scored_rows: int
     seconds: dict[str, float]
 
     def per_row_us(self, stage: str) -> float:
-        """Microseconds of ``stage`` per raw row read."""
-        return self.seconds[stage] / self.raw_rows * 1e6
+        """Microseconds of ``stage`` per row: per scored row for ``score``, per raw row read otherwise."""
+        rows = self.scored_rows if stage == "score" else self.raw_rows
+        return self.seconds[stage] / rows * 1e6
+
+
+def random_student(cfg: Config, spark: object, snapshot: object, work: Path) -> str:
+    """Register a student with random weights (feature statistics from ``snapshot``); returns its model URI."""
+    import mlflow
+    from pyspark.sql import SparkSession
+
+    from propensity.core.tracking import setup_mlflow
+    from propensity.models.pyfunc import input_example, log_pyfunc_model
+
+    assert isinstance(spark, SparkSession)
+    sample = snapshot_features(spark, cfg, snapshot).limit(2000).toPandas()  # type: ignore[arg-type]
+    stats_path = work / "feature_stats.json"
+    stats_path.parent.mkdir(parents=True, exist_ok=True)
+    stats_path.write_text(scoring_bench.feature_stats(sample).to_json())
+    model_dir = scoring_bench.build_model("student", cfg.student, scoring_bench.feature_stats(sample),
+                                          work / "model", seed=0)
+    setup_mlflow(cfg)
+    with mlflow.start_run(run_name="scale-bench-student"):
+        version = log_pyfunc_model(model_dir, stats_path, input_example(sample.head(5), list(FEATURE_COLUMNS)),
+                                   f"scale_bench_student_{cfg.storage.schema}")
+    return version.model_uri
 
 
 def run_scale(spark: object, overlays: list[str], overrides: list[str], root: Path, scale: float, users: int,
@@ -76,27 +107,32 @@ def run_scale(spark: object, overlays: list[str], overrides: list[str], root: Pa
     plan = plan_snapshots(spark, cfg)
     ensure_snapshots(spark, cfg, plan)
     seconds["features"] = time.perf_counter() - start
+    model_uri = random_student(cfg, spark, plan.test, root / name / "student")
+    scored = score_snapshot(spark, cfg, plan.test, model_uri)
+    seconds["score"] = scored.seconds
     events = spark.table(cfg.table("events")).count()
     example_rows = spark.table(cfg.table("training_examples")).count()
-    return ScaleResult(scale, users, report.event_rows_read(), events, example_rows, seconds)
+    return ScaleResult(scale, users, report.event_rows_read(), events, example_rows, scored.rows, seconds)
 
 
 def table(results: list[ScaleResult]) -> str:
     """Seconds per stage and microseconds per raw row, one line per scale."""
-    lines = ["| scale | people | raw rows | events | training rows | generate s | ingest s | features s |"
-             " ingest us/row | features us/row |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scale | people | raw rows | events | training rows | scored rows | generate s | ingest s |"
+             " features s | score s | ingest us/row | features us/row | score us/scored row |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.scale:g}x | {r.users:,} | {r.raw_rows:,} | {r.event_rows:,} | {r.example_rows:,} |"
-                     f" {r.seconds['generate']:.1f} | {r.seconds['ingest']:.1f} | {r.seconds['features']:.1f} |"
-                     f" {r.per_row_us('ingest'):.1f} | {r.per_row_us('features'):.1f} |")
+                     f" {r.scored_rows:,} | {r.seconds['generate']:.1f} | {r.seconds['ingest']:.1f} |"
+                     f" {r.seconds['features']:.1f} | {r.seconds['score']:.1f} | {r.per_row_us('ingest'):.1f} |"
+                     f" {r.per_row_us('features'):.1f} | {r.per_row_us('score'):.1f} |")
     return "\n".join(lines)
 
 
 def ratio_lines(small: ScaleResult, large: ScaleResult) -> list[str]:
-    """``<stage>_cost_per_row_<large>x_vs_<small>x=`` for ingest and features."""
+    """``<stage>_cost_per_row_<large>x_vs_<small>x=`` for ingest, features and score."""
     tag = f"{large.scale:g}x_vs_{small.scale:g}x"
     return [f"{stage}_cost_per_row_{tag}={large.per_row_us(stage) / small.per_row_us(stage):.2f}"
-            for stage in ("ingest", "features")]
+            for stage in ("ingest", "features", "score")]
 
 
 def main(argv: list[str] | None = None) -> int:

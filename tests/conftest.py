@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 from pyspark.sql import SparkSession
 
@@ -42,3 +43,13 @@ def make_config(spark_root: Path, spark: SparkSession) -> Callable[..., Config]:
         return cfg
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def no_mlflow_run_left_active() -> Iterator[None]:
+    """A stage must end every MLflow run it starts: a run left active breaks the next ``start_run``."""
+    yield
+    leaked = mlflow.active_run()
+    if leaked is not None:
+        mlflow.end_run()
+        pytest.fail(f"the test left MLflow run {leaked.info.run_id} ({leaked.info.run_name}) active")

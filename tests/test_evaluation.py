@@ -29,7 +29,13 @@ from propensity.models.metrics import log_loss as our_log_loss
 from propensity.models.registry import resolve_version
 from propensity.stages.evaluation.evaluate import run_evaluate, score_model
 from propensity.stages.evaluation.plots import calibration_points, roc_points
-from propensity.stages.evaluation.results import log_summary, metric_rows, model_metric_rows, write_evaluations
+from propensity.stages.evaluation.results import (
+    log_plots,
+    log_summary,
+    metric_rows,
+    model_metric_rows,
+    write_evaluations,
+)
 from propensity.stages.evaluation.segments import COLD_START, cold_start
 
 
@@ -163,6 +169,7 @@ def test_scored_model_metrics_plots_and_table(spark: SparkSession, make_config: 
     with mlflow.start_run(run_name="evaluate") as run:
         scored = score_model(spark, cfg, version, split_rows(spark, cfg, plan).withColumn(COLD_START, cold_start()))
         rows = model_metric_rows("baseline_rule", version.version, version.model_uri, scored)
+        log_plots("baseline_rule", version.version, scored)
         log_summary(rows)
         result = write_evaluations(spark, cfg, rows, run.info.run_id).toPandas()
 
@@ -219,3 +226,10 @@ def test_paired_bootstrap_interval_of_an_auc_difference() -> None:
     flipped_low, flipped_high = paired_auc_difference(y, signal, better, rounds=200, seed=3)
     assert (flipped_low, flipped_high) == pytest.approx((-high, -low))
     assert all(np.isnan(v) for v in paired_auc_difference(np.zeros(10), np.ones(10), np.ones(10)))
+
+
+def test_plots_need_an_active_run() -> None:
+    scored = pd.DataFrame({"split": ["test"], "platform": ["shop"]})
+    with pytest.raises(RuntimeError, match="needs an active MLflow run"):
+        log_plots("rule", "1", scored)
+    assert mlflow.active_run() is None

@@ -412,6 +412,11 @@ def ensure_table(spark: SparkSession, cfg: Config, name: str) -> str:
     return qualified
 
 
+def view_sources(name: str) -> list[str]:
+    """The tables view ``<name>_latest`` reads: ``name``, and ``user_keys`` when ``name`` is keyed by ``user_id``."""
+    return [name, "user_keys"] if "user_id" in TABLES[name].column_names else [name]
+
+
 def latest_view_sql(cfg: Config, name: str) -> str:
     """The query of view ``<name>_latest``: ``name``'s newest snapshot, users by ``user_key`` only.
 
@@ -420,7 +425,7 @@ def latest_view_sql(cfg: Config, name: str) -> str:
     """
     table = cfg.table(name)
     newest = f"snapshot_date = (SELECT max(snapshot_date) FROM {table})"
-    if "user_id" not in TABLES[name].column_names:
+    if len(view_sources(name)) == 1:
         return f"SELECT * FROM {table} WHERE {newest}"
     columns = ", ".join("k.user_key" if c == "user_id" else f"t.`{c}`" for c in TABLES[name].column_names)
     return (f"SELECT {columns} FROM {table} t JOIN {cfg.table('user_keys')} k ON t.user_id = k.user_id"
@@ -474,9 +479,7 @@ def find_table(spark: SparkSession, cfg: Config, name: str) -> bool:
     """Whether table or latest view ``name`` exists, registering it (and a view's table) on the way."""
     base = name.removesuffix("_latest")
     if name != base and base in LATEST_VIEWS:
-        # the view of a table keyed by user_id reads its pseudonyms from user_keys
-        needs = [base, "user_keys"] if "user_id" in TABLES[base].column_names else [base]
-        if not all(table_exists(spark, cfg, table) for table in needs):
+        if not all(table_exists(spark, cfg, table) for table in view_sources(base)):
             return False
         ensure_latest_view(spark, cfg, base)
         return True

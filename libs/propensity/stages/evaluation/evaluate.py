@@ -56,6 +56,7 @@ from propensity.stages.evaluation.gates import Gate, apply_gates, check_gates
 from propensity.stages.evaluation.results import (
     KEYS,
     SCORED_COLUMNS,
+    log_plots,
     log_summary,
     model_metric_rows,
     write_evaluations,
@@ -288,8 +289,10 @@ def run_evaluate(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = N
             comparison, by_key = intervals(models, baseline_rows, cfg.evaluation.bootstrap_rounds, cfg.training.seed)
             metric_rows: list[dict[str, Any]] = []
             for model in models:
+                log_plots(model.name, model.version, model.rows, model.variant)
                 metric_rows += model_metric_rows(model.name, model.version, model.model_uri, model.rows, model.variant)
             for name, frame in baseline_rows.items():
+                log_plots(name, None, frame)
                 metric_rows += model_metric_rows(name, None, f"mllib:{name}", frame)
             metric_rows = _with_intervals(metric_rows, by_key)
             log_summary(metric_rows)

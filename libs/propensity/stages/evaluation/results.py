@@ -77,8 +77,14 @@ def _label(row: dict[str, Any]) -> str:
     return label if row.get("segment", "all") == "all" else f"{label}.{row['segment']}"
 
 
-def log_plots(name: str, version: str | None, scored: pd.DataFrame) -> None:
-    """ROC and calibration (reliability) plots of each split into the active MLflow run."""
+def log_plots(name: str, version: str | None, scored: pd.DataFrame, variant: str = "full") -> None:
+    """ROC and calibration (reliability) plots of each split into the active MLflow run.
+
+    :raises RuntimeError: no run is active (MLflow would silently start one and leave it open).
+    """
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_plots needs an active MLflow run")
+    name = name if variant == "full" else f"{name}.{variant}"
     label = f"{name} v{version}" if version else name
     for split in SPLITS:
         if not (scored["split"] == split).any():
@@ -91,8 +97,7 @@ def log_plots(name: str, version: str | None, scored: pd.DataFrame) -> None:
 
 def model_metric_rows(name: str, version: str | None, model_uri: str, scored: pd.DataFrame,
                       variant: str = "full") -> list[dict[str, Any]]:
-    """Metric rows of one model's scored rows (see :func:`metric_rows`); its plots go to the active run."""
-    log_plots(name if variant == "full" else f"{name}.{variant}", version, scored)
+    """Metric rows of one model's scored rows (see :func:`metric_rows`), labelled with the model."""
     common = {"model_name": name, "model_version": version, "model_uri": model_uri, "variant": variant}
     return [{**common, **r} for r in metric_rows(scored)]
 

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
+from pyspark.errors import AnalysisException
+from pyspark.sql import Row, SparkSession
 
 from propensity.core.config import Config
 from propensity.core.tables import register_all
@@ -22,6 +23,11 @@ class Files:
     bytes: int
 
 
+def _detail(spark: SparkSession, table: str) -> Row | None:
+    """``DESCRIBE DETAIL table``: its format, current files, size and properties."""
+    return spark.sql(f"DESCRIBE DETAIL {table}").first()
+
+
 def delta_tables(spark: SparkSession, cfg: Config) -> list[str]:
     """Names of the Delta tables in the project's database (views and other formats left out), sorted.
 
@@ -29,26 +35,26 @@ def delta_tables(spark: SparkSession, cfg: Config) -> list[str]:
     """
     register_all(spark, cfg)
     rows = spark.sql(f"SHOW TABLES IN {cfg.database}").collect()
-    names = [r["tableName"] for r in rows if not r["isTemporary"]]
-    out = []
-    for name in names:
-        try:
-            if spark.sql(f"DESCRIBE DETAIL {cfg.table(name)}").first()["format"] == "delta":  # type: ignore[index]
-                out.append(name)
-        except Exception:  # a view: DESCRIBE DETAIL refuses it
-            continue
-    return sorted(out)
+    return sorted(r["tableName"] for r in rows if not r["isTemporary"] and _is_delta(spark, cfg.table(r["tableName"])))
+
+
+def _is_delta(spark: SparkSession, table: str) -> bool:
+    try:
+        row = _detail(spark, table)
+    except AnalysisException:  # a view: DESCRIBE DETAIL refuses it
+        return False
+    return row is not None and row["format"] == "delta"
 
 
 def files_of(spark: SparkSession, table: str) -> Files:
     """The table's current file count and size."""
-    row = spark.sql(f"DESCRIBE DETAIL {table}").first()
+    row = _detail(spark, table)
     return Files(int(row["numFiles"] or 0), int(row["sizeInBytes"] or 0)) if row else Files(0, 0)
 
 
 def deletion_vectors_enabled(spark: SparkSession, table: str) -> bool:
     """Whether the table writes deletion vectors (deleted rows then stay in their files until purged)."""
-    row = spark.sql(f"DESCRIBE DETAIL {table}").first()
+    row = _detail(spark, table)
     properties = row["properties"] if row else {}
     return str((properties or {}).get("delta.enableDeletionVectors", "false")).lower() == "true"
 

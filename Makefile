@@ -67,11 +67,14 @@ demo: setup
 
 # Scoring throughput: ours vs mlflow spark_udf vs a plain torch loop, student vs teacher.
 # Self-contained, a few minutes on 2 cores; e.g. make bench BENCH_ARGS="--users 5000 --rounds 1".
-# Then how ingest and features cost grows with the data (1x and 10x the demo's people, same days;
-# e.g. SCALE_ARGS="--scales 0.5,5").
+# Then training throughput against the matmul peak (TRAIN_ARGS), how ingest, features and scoring
+# cost grows with the data (1x and 10x the demo's people, same days; e.g. SCALE_ARGS="--users 200"),
+# and the files ten daily runs leave before and after `propensity maintain` (UPKEEP_ARGS).
 bench: setup
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+	$(PY) benchmarks/training_bench.py $(TRAIN_ARGS)
 	$(PY) benchmarks/scale_bench.py $(SCALE_ARGS)
+	$(PY) benchmarks/upkeep_bench.py $(UPKEEP_ARGS)
 
 clean:
 	rm -rf var build dist *.egg-info

@@ -34,9 +34,8 @@ from pathlib import Path
 
 import scoring_bench  # a sibling file, not a package
 
-from propensity.core.config import Config, load_config
+from propensity.core.config import load_config
 from propensity.core.datasets import plan_snapshots
-from propensity.core.schema import FEATURE_COLUMNS
 from propensity.core.spark import get_spark
 from propensity.stages.features import ensure_snapshots
 from propensity.stages.generate import generate_feeds
@@ -64,28 +63,6 @@ class ScaleResult:
         return self.seconds[stage] / rows * 1e6
 
 
-def random_student(cfg: Config, spark: object, snapshot: object, work: Path) -> str:
-    """Register a student with random weights (feature statistics from ``snapshot``); returns its model URI."""
-    import mlflow
-    from pyspark.sql import SparkSession
-
-    from propensity.core.tracking import setup_mlflow
-    from propensity.models.pyfunc import input_example, log_pyfunc_model
-
-    assert isinstance(spark, SparkSession)
-    sample = snapshot_features(spark, cfg, snapshot).limit(2000).toPandas()  # type: ignore[arg-type]
-    stats_path = work / "feature_stats.json"
-    stats_path.parent.mkdir(parents=True, exist_ok=True)
-    stats_path.write_text(scoring_bench.feature_stats(sample).to_json())
-    model_dir = scoring_bench.build_model("student", cfg.student, scoring_bench.feature_stats(sample),
-                                          work / "model", seed=0)
-    setup_mlflow(cfg)
-    with mlflow.start_run(run_name="scale-bench-student"):
-        version = log_pyfunc_model(model_dir, stats_path, input_example(sample.head(5), list(FEATURE_COLUMNS)),
-                                   f"scale_bench_student_{cfg.storage.schema}")
-    return version.model_uri
-
-
 def run_scale(spark: object, overlays: list[str], overrides: list[str], root: Path, scale: float, users: int,
               days: int, seed: int) -> ScaleResult:
     """Generate, ingest and build the training set at one scale; returns its timings and row counts."""
@@ -107,7 +84,9 @@ def run_scale(spark: object, overlays: list[str], overrides: list[str], root: Pa
     plan = plan_snapshots(spark, cfg)
     ensure_snapshots(spark, cfg, plan)
     seconds["features"] = time.perf_counter() - start
-    model_uri = random_student(cfg, spark, plan.test, root / name / "student")
+    sample = snapshot_features(spark, cfg, plan.test).limit(2000).toPandas()
+    model_uri = scoring_bench.register_random_student(cfg, sample, root / name / "student",
+                                                      f"scale_bench_student_{name}")
     scored = score_snapshot(spark, cfg, plan.test, model_uri)
     seconds["score"] = scored.seconds
     events = spark.table(cfg.table("events")).count()
@@ -151,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(scales) < 2 or scales[0] <= 0:
         parser.error("--scales needs at least two positive multiples, e.g. 1,10")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     root = args.root.resolve() if args.root else Path(tempfile.mkdtemp(prefix="propensity-scale-"))
     overlays = args.conf or [str(REPO / "conf" / "local.yml")]
     base = load_config(overlays, [f"storage.root={root}", *args.overrides])

@@ -1,4 +1,4 @@
-"""Scoring throughput benchmark (docs/benchmarks.md): rows/s of three ways to score the same rows.
+"""Scoring throughput benchmark (README, "Benchmarks"): rows/s of three ways to score the same rows.
 
 Self-contained: no feeds, no trained models. It makes synthetic ``event_ids`` sequences (the
 models' input, see docs/features.md), builds a teacher and a student with **random weights** at the
@@ -199,6 +199,28 @@ def build_models(cfg: Config, rows: pd.DataFrame, work: Path) -> dict[str, Bench
         models[role] = BenchModel(role, model_dir, settings.max_length, version.model_uri,
                                   resolve_model(cfg, version.model_uri))
     return models
+
+
+def register_random_student(cfg: Config, sample: pd.DataFrame, work: Path, name: str) -> str:
+    """Register a student with random weights at ``cfg.student``'s size as ``name``; returns its model URI.
+
+    ``sample`` (scoring rows) gives the feature statistics and the input example. Scoring cost does
+    not depend on the weights, so benchmarks of the scoring stage need no training.
+    """
+    import mlflow
+
+    from propensity.core.tracking import setup_mlflow
+    from propensity.models.pyfunc import input_example, log_pyfunc_model
+
+    stats = feature_stats(sample)
+    stats_path = work / "feature_stats.json"
+    stats_path.parent.mkdir(parents=True, exist_ok=True)
+    stats_path.write_text(stats.to_json())
+    model_dir = build_model("student", cfg.student, stats, work / "model", seed=0)
+    setup_mlflow(cfg)
+    with mlflow.start_run(run_name=f"bench-{name}"):
+        version = log_pyfunc_model(model_dir, stats_path, input_example(sample.head(5), list(FEATURE_COLUMNS)), name)
+    return version.model_uri
 
 
 # -------------------------------------------------------------------------------------------------- measuring

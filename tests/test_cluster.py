@@ -264,21 +264,17 @@ print(json.dumps({"module": sys.modules["propensity"].__file__,
                   "predictions": model.predict(example(model_dir)).to_dict(orient="list")}))
 """
 
-#: The model's logged input example as the signature's types (JSON ints would be int64; event_ids are int32).
+#: The model's logged input example, as a JSON client sends it (event_ids as lists of integers).
 EXAMPLE = r"""
 def example(model_dir):
     import json
-    import numpy as np
     import pandas as pd
 
     with open(f"{model_dir}/input_example.json") as f:
         logged = json.load(f)
     frame = pd.DataFrame(logged["data"], columns=logged["columns"])
-    for column in frame.columns:
-        if column == "event_ids":
-            frame[column] = [np.asarray(v, dtype=np.int32) for v in frame[column]]
-        else:
-            frame[column] = frame[column].astype("float64")
+    features = [c for c in frame.columns if c != "event_ids"]
+    frame[features] = frame[features].astype("float64")
     return frame
 """
 

@@ -228,9 +228,9 @@ def _kills(world: World, stage: str, points: list[KillPoint], tmp_path: Path) ->
 
 def test_ingest_killed_anywhere_then_rerun_equals_an_uninterrupted_run(
         spark: SparkSession, world: World, tmp_path: Path) -> None:
-    """Killed after the first commit on an empty root (the issue's bronze case), while the events MERGE writes,
-    and after the run recorded its files but before its ingest_runs row; the re-run's accounting is the
-    uninterrupted run's too."""
+    """Killed after the first commit on an empty root (a bronze table committed, not yet registered),
+    while the events MERGE writes, and after the run recorded its files but before its ingest_runs row;
+    the re-run's accounting is the uninterrupted run's too."""
     out = _kills(world, "ingest", [first_commit_anywhere(), writing("events"), committed("ingested_files")],
                  tmp_path)
     assert out.strip() == world.ingest_report

@@ -1,4 +1,4 @@
-"""Student, fusion, baselines and gates (issue 5): the distillation loss by hand, fusion weight selection,
+"""Student, fusion, baselines and gates: the distillation loss by hand, fusion weight selection,
 gate logic against a real registry, and distil + evaluate end to end at a tiny size."""
 
 from __future__ import annotations

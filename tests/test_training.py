@@ -518,3 +518,33 @@ def test_fit_logistic_matches_sklearn_and_heads_start_from_it() -> None:
     expected = z @ torch.tensor(weight, dtype=torch.float64) + bias
     for i in range(len(TASKS)):
         torch.testing.assert_close(logits[:, i].double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_logged_example_passes_as_a_serving_request(tmp_path: Path) -> None:
+    """A serving endpoint gets JSON (integers are int64): the logged example, sent as JSON, must pass the
+    signature; the rows Spark scores (``ARRAY<INT>``, int32) must too, with the same probabilities."""
+    from mlflow.models import convert_input_example_to_serving_input, validate_serving_input
+
+    from propensity.models.network import save_model
+    from propensity.models.pyfunc import PropensityPyfunc, input_example, log_pyfunc_model
+
+    model = PropensityModel(tiny_encoder(), ["a", "b"], 8).eval()
+    model_dir = save_model(model, tmp_path / "model", extra={"max_length": 16})
+    stats = tmp_path / "feature_stats.json"
+    stats.write_text(FeatureStats(columns=["a", "b"], mean=[0.0, 0.0], std=[1.0, 1.0]).to_json())
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({SEQUENCE_COLUMN: [sequence(rng, "shop", ["view", "cart"], 16) for _ in range(3)],
+                         "a": [1.0, 2.0, 3.0], "b": [0.0, 1.0, 0.5]})
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run():
+        version = log_pyfunc_model(model_dir, stats, input_example(rows, ["a", "b"]), "serving_check")
+    logged = mlflow.pyfunc.load_model(version.model_uri)
+    assert str(logged.metadata.get_input_schema().input_types_dict()[SEQUENCE_COLUMN]) == "Array(long)"
+    example = json.loads((Path(mlflow.artifacts.download_artifacts(version.model_uri)) / "input_example.json")
+                         .read_text())
+    served = validate_serving_input(version.model_uri, convert_input_example_to_serving_input(
+        pd.DataFrame(example["data"], columns=example["columns"])))
+    assert served.shape == (3, len(TASKS))
+
+    assert rows[SEQUENCE_COLUMN][0].dtype == np.int32  # as Spark hands ARRAY<INT> to pandas
+    pd.testing.assert_frame_equal(logged.predict(rows), PropensityPyfunc().load(model_dir).predict(None, rows))

@@ -106,7 +106,9 @@ def input_example(rows: pd.DataFrame, feature_columns: list[str]) -> pd.DataFram
 
     Nobody's behaviour goes into the model's artifacts: each row keeps only its target platform's
     id (a hash of the platform's name) and gets ``i + 1`` invented events (a view, a cart, a purchase,
-    ...) and zero features. ``event_ids`` are int32 arrays, features float64.
+    ...) and zero features. ``event_ids`` are int64 arrays, so the signature says ``Array(long)``: a
+    serving endpoint's JSON integers are int64 and must pass it (Spark's ``ARRAY<INT>`` widens safely),
+    features float64.
     """
     sequences = []
     for i, ids in enumerate(rows[SEQUENCE_COLUMN]):
@@ -114,7 +116,7 @@ def input_example(rows: pd.DataFrame, feature_columns: list[str]) -> pd.DataFram
         target = [TARGET_TYPE, platform, 0, 0, 0, 0, 1, 0]
         kinds = [EVENT_TYPES.index(kind) + 1 for kind in _EXAMPLE_EVENTS]
         events = [[kinds[j % len(kinds)], platform, 1 + j, 1, 3, 1 + j, 2, 3] for j in range(i + 1)]
-        sequences.append(np.asarray([v for position in [target, *events] for v in position], dtype=np.int32))
+        sequences.append(np.asarray([v for position in [target, *events] for v in position], dtype=np.int64))
     example = pd.DataFrame({SEQUENCE_COLUMN: sequences})
     for column in feature_columns:
         example[column] = np.zeros(len(example), dtype="float64")

@@ -527,6 +527,7 @@ def test_the_logged_example_passes_as_a_serving_request(tmp_path: Path) -> None:
 
     from propensity.models.network import save_model
     from propensity.models.pyfunc import PropensityPyfunc, input_example, log_pyfunc_model
+    from propensity.models.spark_scoring import _predictor
 
     model = PropensityModel(tiny_encoder(), ["a", "b"], 8).eval()
     model_dir = save_model(model, tmp_path / "model", extra={"max_length": 16})
@@ -547,4 +548,9 @@ def test_the_logged_example_passes_as_a_serving_request(tmp_path: Path) -> None:
     assert served.shape == (3, len(TASKS))
 
     assert rows[SEQUENCE_COLUMN][0].dtype == np.int32  # as Spark hands ARRAY<INT> to pandas
-    pd.testing.assert_frame_equal(logged.predict(rows), PropensityPyfunc().load(model_dir).predict(None, rows))
+    expected = PropensityPyfunc().load(model_dir).predict(None, rows)
+    pd.testing.assert_frame_equal(logged.predict(rows), expected)
+    # the scoring job calls our own models without MLflow's per-row signature conversion: same numbers
+    direct = _predictor(logged)
+    assert direct != logged.predict
+    pd.testing.assert_frame_equal(direct(rows), expected)

@@ -66,7 +66,7 @@ demo: setup
 	PROPENSITY_PSEUDONYM_KEY="$${PROPENSITY_PSEUDONYM_KEY:-demo-only-pseudonym-key-not-a-secret}" $(VENV)/bin/propensity demo
 
 # Scoring throughput: ours vs mlflow spark_udf vs a plain torch loop, student vs teacher.
-# Self-contained, a few minutes on 2 cores; e.g. make bench BENCH_ARGS="--users 5000 --rounds 1".
+# Self-contained, about 40 minutes on 2 cores in all; e.g. make bench BENCH_ARGS="--users 5000 --rounds 1".
 # Then training throughput against the matmul peak (TRAIN_ARGS), how ingest, features and scoring
 # cost grows with the data (1x and 10x the demo's people, same days; e.g. SCALE_ARGS="--users 200"),
 # and the files ten daily runs leave before and after `propensity maintain` (UPKEEP_ARGS).

@@ -188,6 +188,7 @@ def build_models(cfg: Config, rows: pd.DataFrame, work: Path) -> dict[str, Bench
 
     stats = feature_stats(rows)
     stats_path = work / "feature_stats.json"
+    stats_path.parent.mkdir(parents=True, exist_ok=True)
     stats_path.write_text(stats.to_json())
     example = input_example(rows.head(5), list(FEATURE_COLUMNS))
     setup_mlflow(cfg)

@@ -308,14 +308,14 @@ def _steps_per_epoch(rows: int, batch_size: int, world: int) -> int:
     return max(1, math.ceil(rows / (batch_size * world)))
 
 
-def _wrap(module: torch.nn.Module, ctx: _Ctx, pretraining: bool) -> torch.nn.Module:
+def _wrap(module: torch.nn.Module, ctx: _Ctx) -> torch.nn.Module:
+    """DDP over the processes; every trainable parameter takes part in each step (no unused-parameter search)."""
     if ctx.world == 1:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [ctx.local_rank] if ctx.use_gpu else None
-    # the mask embedding takes part in pretraining only, so fine-tuning leaves it without a gradient
-    return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=not pretraining)
+    return DistributedDataParallel(module, device_ids=device_ids)
 
 
 def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Module, epochs: int,
@@ -332,7 +332,7 @@ def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Mod
     schedule = linear_schedule(optimizer, steps * epochs, train.warmup_fraction)
     trainable = [p for g in params for p in g["params"]]
     progress = _Progress(ctx, job.stage, epochs, steps, train.batch_size, train.log_every_steps)
-    wrapped = _wrap(model, ctx, pretraining=isinstance(job, PretrainJob))
+    wrapped = _wrap(model, ctx)
     with job.data.loader(ctx.rank, ctx.world, train.batch_size, None, train.workers_count, train.seed) as dl:
         batches = iter(dl)
         for epoch in range(epochs):
@@ -472,6 +472,8 @@ def _propensity_model(job: FinetuneJob) -> PropensityModel:
                    else EventEncoder(BertConfig.from_dict(job.bert_config)))
         model = PropensityModel(encoder, job.feature_columns, job.head_hidden_size)
     model.normalizer.set_stats(FeatureStats(**job.feature_stats))
+    # the mask vector is read only by pretraining's masked positions: fine-tuning would leave it without a gradient
+    model.encoder.embedding.mask.requires_grad_(False)
     if job.wide_init and not job.init_model:
         model.start_from_logistic(job.wide_init)
         model.freeze_wide()

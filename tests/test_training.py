@@ -523,11 +523,8 @@ def test_fit_logistic_matches_sklearn_and_heads_start_from_it() -> None:
 def test_the_logged_example_passes_as_a_serving_request(tmp_path: Path) -> None:
     """A serving endpoint gets JSON (integers are int64): the logged example, sent as JSON, must pass the
     signature; the rows Spark scores (``ARRAY<INT>``, int32) must too, with the same probabilities."""
-    from mlflow.models import convert_input_example_to_serving_input, validate_serving_input
-
     from propensity.models.network import save_model
-    from propensity.models.pyfunc import PropensityPyfunc, input_example, log_pyfunc_model
-    from propensity.models.spark_scoring import _predictor
+    from propensity.models.pyfunc import input_example, log_pyfunc_model
 
     model = PropensityModel(tiny_encoder(), ["a", "b"], 8).eval()
     model_dir = save_model(model, tmp_path / "model", extra={"max_length": 16})
@@ -536,14 +533,29 @@ def test_the_logged_example_passes_as_a_serving_request(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rows = pd.DataFrame({SEQUENCE_COLUMN: [sequence(rng, "shop", ["view", "cart"], 16) for _ in range(3)],
                          "a": [1.0, 2.0, 3.0], "b": [0.0, 1.0, 0.5]})
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run():
-        version = log_pyfunc_model(model_dir, stats, input_example(rows, ["a", "b"]), "serving_check")
-    logged = mlflow.pyfunc.load_model(version.model_uri)
+    try:
+        mlflow.set_experiment("serving_check")  # an experiment of this store, not one an earlier test chose
+        with mlflow.start_run():
+            version = log_pyfunc_model(model_dir, stats, input_example(rows, ["a", "b"]), "serving_check")
+        check_serving(version.model_uri, rows, model_dir)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def check_serving(model_uri: str, rows: pd.DataFrame, model_dir: Path) -> None:
+    """The logged example as JSON passes the signature; Spark-typed rows score the same by every path."""
+    from mlflow.models import convert_input_example_to_serving_input, validate_serving_input
+
+    from propensity.models.pyfunc import PropensityPyfunc
+    from propensity.models.spark_scoring import _predictor
+
+    logged = mlflow.pyfunc.load_model(model_uri)
     assert str(logged.metadata.get_input_schema().input_types_dict()[SEQUENCE_COLUMN]) == "Array(long)"
-    example = json.loads((Path(mlflow.artifacts.download_artifacts(version.model_uri)) / "input_example.json")
+    example = json.loads((Path(mlflow.artifacts.download_artifacts(model_uri)) / "input_example.json")
                          .read_text())
-    served = validate_serving_input(version.model_uri, convert_input_example_to_serving_input(
+    served = validate_serving_input(model_uri, convert_input_example_to_serving_input(
         pd.DataFrame(example["data"], columns=example["columns"])))
     assert served.shape == (3, len(TASKS))
 

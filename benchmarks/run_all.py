@@ -25,19 +25,17 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import scoring_bench  # a sibling file, not a package
+import bench_options  # sibling files, not a package
+import scoring_bench
 
 from propensity.core.config import load_config
 from propensity.core.spark import get_spark
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def compute_bound(result: scoring_bench.BenchResult, role: str = "student") -> float:
@@ -72,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; exit status 0 when they ran (the targets are reported, not enforced)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--users", type=int, default=20000, help="synthetic users (rows) to score (default 20000)")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="storage root for Spark, Delta and MLflow (default: a temporary folder, removed after)")
-    parser.add_argument("--conf", action="append", default=None, help="config overlay (default conf/local.yml)")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", help="dotted.key=value override")
+    bench_options.add_common(parser, "storage root for Spark, Delta and MLflow")
     parser.add_argument("--full", action="store_true", help="also score with the teacher through spark_udf")
     parser.add_argument("--rounds", type=int, default=2, help="timed runs per method, best kept (default 2)")
     args = parser.parse_args(argv)
@@ -84,10 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     _quiet()
-    root = args.root.resolve() if args.root else Path(tempfile.mkdtemp(prefix="propensity-bench-"))
-    overlays = args.conf or [str(REPO / "conf" / "local.yml")]
-    cfg = load_config(overlays, [f"storage.root={root}", "storage.schema=bench", "mlflow.experiment=bench",
-                                 *args.overrides])
+    root = bench_options.work_root(args, "propensity-bench-")
+    cfg = load_config(bench_options.overlays(args), [f"storage.root={root}", "storage.schema=bench",
+                                                     "mlflow.experiment=bench", *args.overrides])
     load = os.getloadavg()[0]
     busy = " (other work is running: the numbers will be noisy)" if load > 1.0 else ""
     print(f"make bench: storage root {root}; load average {load:.2f}{busy}", flush=True)

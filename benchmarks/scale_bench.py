@@ -27,12 +27,12 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import scoring_bench  # a sibling file, not a package
+import bench_options  # sibling files, not a package
+import scoring_bench
 
 from propensity.core.config import load_config
 from propensity.core.datasets import plan_snapshots
@@ -41,8 +41,6 @@ from propensity.stages.features import ensure_snapshots
 from propensity.stages.generate import generate_feeds
 from propensity.stages.ingest.pipeline import ingest
 from propensity.stages.scoring.score import score_snapshot, snapshot_features
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -121,18 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=60, help="days of history at every scale (default 60)")
     parser.add_argument("--scales", default="1,10", help="comma-separated multiples of --users (default 1,10)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="storage root (default: a temporary folder, removed after)")
-    parser.add_argument("--conf", action="append", default=None, help="config overlay (default conf/local.yml)")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", help="dotted.key=value override")
+    bench_options.add_common(parser, "storage root")
     args = parser.parse_args(argv)
     scales = sorted(float(s) for s in args.scales.split(","))
     if len(scales) < 2 or scales[0] <= 0:
         parser.error("--scales needs at least two positive multiples, e.g. 1,10")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    root = args.root.resolve() if args.root else Path(tempfile.mkdtemp(prefix="propensity-scale-"))
-    overlays = args.conf or [str(REPO / "conf" / "local.yml")]
+    root = bench_options.work_root(args, "propensity-scale-")
+    overlays = bench_options.overlays(args)
     base = load_config(overlays, [f"storage.root={root}", *args.overrides])
     load = os.getloadavg()[0]
     busy = " (other work is running: the numbers will be noisy)" if load > 1.0 else ""

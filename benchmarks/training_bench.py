@@ -34,14 +34,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import bench_options  # sibling files, not a package
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import scoring_bench  # a sibling file, not a package
+import scoring_bench
 import torch
 
 from propensity.core.config import Config, load_config
@@ -52,8 +52,6 @@ from propensity.models.network import PropensityModel, masked_bce
 from propensity.models.sequence import fit_positions
 from propensity.stages.training.loaders import DataSource
 from propensity.stages.training.train_fn import FinetuneJob, job_to_json
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def training_rows(cfg: Config, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -95,7 +93,7 @@ def run_train_function(job_path: Path, processes: int) -> None:
     module = ["-m", "propensity.stages.training.train_fn", "finetune", str(job_path)]
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command = [sys.executable, *(launcher if processes > 1 else []), *module]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "libs"),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(bench_options.REPO / "libs"),
                                                                      os.environ.get("PYTHONPATH")]))}
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 
@@ -140,15 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=2048, help="synthetic training rows (default 2048)")
     parser.add_argument("--epochs", type=int, default=2, help="passes over the rows (default 2)")
-    parser.add_argument("--root", type=Path, default=None, help="work folder (default: temporary, removed after)")
-    parser.add_argument("--conf", action="append", default=None, help="config overlay (default conf/local.yml)")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", help="dotted.key=value override")
+    bench_options.add_common(parser, "work folder")
     args = parser.parse_args(argv)
-    cfg = load_config(args.conf or [str(REPO / "conf" / "local.yml")], args.overrides)
+    cfg = load_config(bench_options.overlays(args), args.overrides)
     if args.rows < cfg.training.batch_size * cfg.training.num_processes:
         parser.error(f"--rows must be at least training.batch_size x training.num_processes"
                      f" ({cfg.training.batch_size * cfg.training.num_processes})")
-    root = args.root.resolve() if args.root else Path(tempfile.mkdtemp(prefix="propensity-train-bench-"))
+    root = bench_options.work_root(args, "propensity-train-bench-")
     device = torch.device("cuda" if cfg.training.use_gpu else "cpu")
     processes = cfg.training.num_processes
     print(f"training bench: teacher {cfg.teacher.num_layers} x {cfg.teacher.hidden_size}, {cfg.teacher.max_length}"

@@ -24,14 +24,14 @@ import csv
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import bench_options  # sibling files, not a package
 import pandas as pd
-import scoring_bench  # a sibling file, not a package
+import scoring_bench
 from pyspark.sql import SparkSession
 
 from propensity.core.config import Config, load_config
@@ -44,7 +44,6 @@ from propensity.stages.publish.publish import publish
 from propensity.stages.scoring.score import score_snapshot, snapshot_features
 from propensity.stages.upkeep.maintain import MaintainResult, maintain
 
-REPO = Path(__file__).resolve().parent.parent
 #: Per generated feed: its file (relative to the generated folder), whether it has a header, and
 #: how to read a row's day.
 FEEDS: dict[str, tuple[str, bool, Callable[[list[str]], date]]] = {
@@ -139,22 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=40, help="days of history in all (default 40)")
     parser.add_argument("--daily-runs", type=int, default=10, help="last days run one by one (default 10)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
-    parser.add_argument("--root", type=Path, default=None, help="work folder (default: temporary, removed after)")
-    parser.add_argument("--conf", action="append", default=None, help="config overlay (default conf/local.yml)")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", help="dotted.key=value override")
+    bench_options.add_common(parser, "work folder")
     args = parser.parse_args(argv)
     if not 1 <= args.daily_runs < args.days - 14:
         parser.error("--daily-runs must be at least 1 and leave 14 days of history")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault(KEY_ENV, "upkeep-bench-pseudonym-secret")  # publish needs one; nothing leaves the run
-    root = args.root.resolve() if args.root else Path(tempfile.mkdtemp(prefix="propensity-upkeep-"))
+    root = bench_options.work_root(args, "propensity-upkeep-")
     generated = generate_feeds(root / "generated", users=args.users, days=args.days, seed=args.seed)
     first_daily = generated.end_date - timedelta(days=args.daily_runs)  # end_date: the first day without data
     cut_feeds(root / "generated", root / "staged", first_daily, args.daily_runs)
     land(root / "staged", root / "landing", "history")
     config = overlay(root / "generated", root / "landing", root / "feeds.yml")
-    cfg = load_config([*(args.conf or [str(REPO / "conf" / "local.yml")]), config],
+    cfg = load_config([*bench_options.overlays(args), config],
                       [f"storage.root={root / 'state'}", *args.overrides])
     print(f"upkeep bench: {args.users} people, {args.days} days, the last {args.daily_runs} run day by day"
           f" from {first_daily}; load average {os.getloadavg()[0]:.2f}", flush=True)

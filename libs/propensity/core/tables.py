@@ -425,7 +425,7 @@ def latest_view_sql(cfg: Config, name: str) -> str:
     """
     table = cfg.table(name)
     newest = f"snapshot_date = (SELECT max(snapshot_date) FROM {table})"
-    if len(view_sources(name)) == 1:
+    if "user_keys" not in view_sources(name):
         return f"SELECT * FROM {table} WHERE {newest}"
     columns = ", ".join("k.user_key" if c == "user_id" else f"t.`{c}`" for c in TABLES[name].column_names)
     return (f"SELECT {columns} FROM {table} t JOIN {cfg.table('user_keys')} k ON t.user_id = k.user_id"

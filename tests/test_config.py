@@ -54,6 +54,7 @@ def test_platform_list_is_validated_and_indexable() -> None:
     ("platforms=[{name: a, format: rees46, events: x, colour: red}]", r"unknown config key platforms\[0\].colour"),
     ("nonsense", r"must look like dotted.key=value"),
     ("teacher.num_heads=3", r"teacher.hidden_size=128 is not divisible by teacher.num_heads=3"),
+    ("student.activation=tanh", r"student.activation='tanh' is unknown; use one of gelu, relu"),
     ("student.max_length=1", r"student.max_length=1 must be in \[2, 4096\]"),
     ("training.transfer_mode=partial", r"training.transfer_mode='partial' is unknown; use one of head, full"),
     ("distill.alpha=1.5", r"distill.alpha=1.5 must be in \[0, 1\]"),

@@ -39,6 +39,7 @@ def bert_config(size: ModelSettings) -> BertConfig:
     used: positions come in as embeddings). Nothing is downloaded."""
     return BertConfig(vocab_size=1, hidden_size=size.hidden_size, num_hidden_layers=size.num_layers,
                       num_attention_heads=size.num_heads, intermediate_size=size.intermediate_size,
+                      hidden_act=size.activation,
                       max_position_embeddings=size.max_length, hidden_dropout_prob=size.dropout,
                       attention_probs_dropout_prob=size.dropout, pad_token_id=0, type_vocab_size=1)
 

@@ -13,6 +13,9 @@ from pyspark.sql import SparkSession
 from propensity.core.config import Config, load_config
 from propensity.core.spark import get_spark
 
+#: Where MLflow writes when a test forgets to give it a store of its own (relative to the working directory).
+DEFAULT_MLFLOW_FOLDERS = ("mlruns", "mlartifacts")
+
 _schema_ids = itertools.count()
 
 
@@ -53,3 +56,15 @@ def no_mlflow_run_left_active() -> Iterator[None]:
     if leaked is not None:
         mlflow.end_run()
         pytest.fail(f"the test left MLflow run {leaked.info.run_id} ({leaked.info.run_name}) active")
+
+
+@pytest.fixture(autouse=True)
+def no_mlflow_files_in_the_working_directory() -> Iterator[None]:
+    """MLflow's default stores (``./mlruns``, ``./mlartifacts``) are never written: each test's stores live in
+    its own folders, so nothing leaks into the checkout or from one test into another."""
+    before = {name for name in DEFAULT_MLFLOW_FOLDERS if Path(name).exists()}
+    yield
+    created = [name for name in DEFAULT_MLFLOW_FOLDERS if Path(name).exists() and name not in before]
+    if created:
+        pytest.fail(f"the test wrote MLflow's default folder {created[0]} into {Path.cwd()}; give it a store of its"
+                    " own (tracking URI and an experiment artifact_location under tmp_path)")

@@ -536,7 +536,10 @@ def test_the_logged_example_passes_as_a_serving_request(tmp_path: Path) -> None:
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        mlflow.set_experiment("serving_check")  # an experiment of this store, not one an earlier test chose
+        # an experiment of this store (not one an earlier test chose) with its artifacts under tmp_path:
+        # a sqlite store's default artifact root is ./mlruns in the working directory
+        mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+            "serving_check", artifact_location=(tmp_path / "artifacts").as_uri()))
         with mlflow.start_run():
             version = log_pyfunc_model(model_dir, stats, input_example(rows, ["a", "b"]), "serving_check")
         check_serving(version.model_uri, rows, model_dir)

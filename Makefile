@@ -49,7 +49,7 @@ test: lint
 	$(VENV)/bin/pytest -q -m "not cluster"
 
 # The cluster tier alone: the wheel and every stage through spark-submit on local-cluster[2,1,1024],
-# compared with a local run (tests/test_cluster.py; about 40 minutes on 2 cores, too long for make test).
+# compared with a local run (tests/test_cluster.py; about 25 minutes on 2 cores, too long for make test).
 test-cluster: setup
 	$(VENV)/bin/pytest -q -m cluster
 

@@ -25,6 +25,16 @@ def at_least(section: str, obj: object, minimum: float, *keys: str, hint: str = 
             raise ConfigError(f"{section}.{key}={value} must be >= {minimum:g}{hint}")
 
 
+def one_of(section: str, obj: object, key: str, choices: tuple[str, ...]) -> None:
+    """``obj.<key>`` is one of ``choices``.
+
+    :raises ConfigError: naming ``section.key``, the value and the choices.
+    """
+    value = getattr(obj, key)
+    if value not in choices:
+        raise ConfigError(f"{section}.{key}={value!r} is unknown; use one of {', '.join(choices)}")
+
+
 def within(section: str, obj: object, key: str, low: float, high: float, *, low_open: bool = False,
            high_open: bool = False, example: str = "") -> None:
     """``obj.<key>`` lies in the interval from ``low`` to ``high`` (closed unless said otherwise).

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from propensity.core.config.fields import at_least, option, within
+from propensity.core.config.fields import at_least, one_of, option, within
 from propensity.core.errors import ConfigError
 
 TRANSFER_MODES = ("head", "full")
@@ -48,8 +48,7 @@ class ModelSettings:
             raise ConfigError(f"{s}.hidden_size={self.hidden_size} is not divisible by {s}.num_heads="
                               f"{self.num_heads}; choose num_heads dividing hidden_size")
         within(s, self, "max_length", 2, 4096)
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"{s}.activation={self.activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
+        one_of(s, self, "activation", ACTIVATIONS)
         within(s, self, "dropout", 0.0, 1.0, high_open=True)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,9 +134,7 @@ class TrainSettings:
         within("training", self, "warmup_fraction", 0.0, 1.0, high_open=True)
         within("training", self, "target_label_fraction", 0.0, 1.0, low_open=True)
         within("training", self, "weight_decay", 0.0, 10.0)
-        if self.transfer_mode not in TRANSFER_MODES:
-            raise ConfigError(f"training.transfer_mode={self.transfer_mode!r} is unknown;"
-                              f" use one of {', '.join(TRANSFER_MODES)}")
+        one_of("training", self, "transfer_mode", TRANSFER_MODES)
         if self.target_platform is not None and self.target_platform in self.source_platforms:
             raise ConfigError(f"training.target_platform={self.target_platform!r} is also in"
                               " training.source_platforms; a target platform must be held out")

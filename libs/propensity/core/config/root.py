@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from propensity.core.config.fields import option
+from propensity.core.config.fields import one_of, option
 from propensity.core.config.models import DistillConfig, StudentSettings, TeacherSettings, TrainSettings
 from propensity.core.config.sections import (
     AD_FORMATS,
@@ -98,15 +98,13 @@ def _validate_feeds(platforms: list[PlatformConfig], ads: list[AdsConfig]) -> No
         if p.name in seen:
             raise ConfigError(f"{key}.name={p.name!r} is used twice; platform names must be unique")
         seen.add(p.name)
-        if p.format not in EVENT_FORMATS:
-            raise ConfigError(f"{key}.format={p.format!r} is unknown; use one of {', '.join(EVENT_FORMATS)}")
+        one_of(key, p, "format", EVENT_FORMATS)
         if not p.events:
             raise ConfigError(f"{key}.events is empty; give the path or glob of the platform's event files")
     for i, a in enumerate(ads):
         key = f"ads[{i}]"
         if not _NAME_RE.match(a.platform):
             raise ConfigError(f"{key}.platform={a.platform!r} must be lower-case letters, digits and _")
-        if a.format not in AD_FORMATS:
-            raise ConfigError(f"{key}.format={a.format!r} is unknown; use one of {', '.join(AD_FORMATS)}")
+        one_of(key, a, "format", AD_FORMATS)
         if not a.path:
             raise ConfigError(f"{key}.path is empty; give the path or glob of the ad log files")

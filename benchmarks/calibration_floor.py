@@ -25,14 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_options  # sibling file, not a package
 
 from propensity.core.config import load_config
-from propensity.core.schema import SCORE_COLUMNS, TASKS
+from propensity.core.datasets import examples, labelled, plan_snapshots
+from propensity.core.schema import LABEL_COLUMNS, SCORE_COLUMNS, TASKS
 from propensity.core.spark import get_spark
-from propensity.core.tables import require_table
 from propensity.models.metrics import expected_calibration_error
 from propensity.models.registry import resolve_model
 from propensity.models.spark_scoring import score_frame
-
-LABELS = [f"label_{task}" for task in TASKS]
 
 
 def main() -> int:
@@ -45,20 +43,17 @@ def main() -> int:
         parser.error("--root is required: the storage.root of a finished `propensity evaluate` (e.g. var/demo/state)")
     cfg = load_config(bench_options.overlays(args), [f"storage.root={args.root.resolve()}", *args.overrides])
     spark = get_spark(cfg)
-    evaluations = require_table(spark, cfg, "model_evaluations")
-    latest = spark.sql(f"SELECT max(snapshot_date) AS test_date FROM {evaluations} WHERE split = 'test'").first()
-    test_date = latest["test_date"] if latest is not None else None
-    if test_date is None:
-        parser.error(f"{evaluations} has no test rows: run `propensity evaluate` on this root first")
-    rows = spark.table(require_table(spark, cfg, "training_examples")).where(f"snapshot_date = '{test_date}'")
+    test_date = plan_snapshots(spark, cfg).test  # the snapshot `propensity evaluate` tests on
+    rows = labelled(examples(spark, cfg, [test_date]))
     model = resolve_model(cfg, args.model)
-    scored = pd.DataFrame(score_frame(spark, cfg, rows, model, keep=("user_id", "platform", *LABELS)).toPandas())
+    scored = pd.DataFrame(score_frame(spark, cfg, rows, model, keep=("user_id", "platform", *LABEL_COLUMNS))
+                          .toPandas())
     print(f"{model.name} v{model.version} on the test snapshot {test_date}:")
     rng = np.random.default_rng(0)
-    for task in TASKS:
-        labelled = scored[scored[f"label_{task}"].notna()]
-        p = labelled[SCORE_COLUMNS[task]].to_numpy(dtype=np.float64)
-        ece = expected_calibration_error(labelled[f"label_{task}"].to_numpy(dtype=np.float64), p)
+    for task, label in zip(TASKS, LABEL_COLUMNS, strict=True):
+        known = scored[scored[label].notna()]
+        p = known[SCORE_COLUMNS[task]].to_numpy(dtype=np.float64)
+        ece = expected_calibration_error(known[label].to_numpy(dtype=np.float64), p)
         floor = [expected_calibration_error((rng.random(p.size) < p).astype(np.float64), p) for _ in range(args.draws)]
         print(f"  {task:<8} rows {p.size:>5}  ECE {ece:.4f}  perfectly calibrated on these rows: mean"
               f" {np.mean(floor):.4f}, 95th percentile {np.percentile(floor, 95):.4f}")

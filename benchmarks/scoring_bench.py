@@ -6,7 +6,7 @@ config's ``teacher`` / ``student`` sizes (throughput does not depend on the weig
 registers both in a temporary MLflow registry, and scores N synthetic users (a cached Spark
 DataFrame, counted before any timing) with
 
-* ``scoring``: our job's path, :func:`propensity.models.spark_scoring.score_frame` (``mapInPandas``);
+* ``scoring``: our job's path, :func:`propensity.models.spark_scoring.score_frame` (``mapInArrow``);
 * ``spark_udf``: ``mlflow.pyfunc.spark_udf`` on the same registered model version;
 * ``torch_loop``: the ceiling, a plain loop in this process, no Spark: fit a batch's sequences to
   the model's positions, run the network, next batch, with ``torch.set_num_threads`` = Spark's task slots x torch
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -44,8 +45,8 @@ from propensity.models.encoder import EventEncoder, bert_config
 from propensity.models.network import FeatureStats, PropensityModel, save_model
 from propensity.models.pyfunc import PropensityPyfunc
 from propensity.models.registry import ResolvedModel, resolve_model
-from propensity.models.sequence import fit_positions
-from propensity.models.spark_scoring import score_frame, worker_threads
+from propensity.models.sequence import FlatSequences
+from propensity.models.spark_scoring import flat_sequences, score_frame, worker_threads
 
 #: The three ways of scoring the same rows (see the module docstring).
 METHODS = ("scoring", "spark_udf", "torch_loop")
@@ -239,7 +240,7 @@ def _noop(df: DataFrame) -> None:
 
 
 def scoring_method(spark: SparkSession, cfg: Config, model: BenchModel) -> Callable[[DataFrame], DataFrame]:
-    """(a) Our job's scoring: :func:`score_frame` (``mapInPandas``, the model loaded once per worker)."""
+    """(a) Our job's scoring: :func:`score_frame` (``mapInArrow``, the model loaded once per worker)."""
     return lambda df: score_frame(spark, cfg, df, model.resolved)
 
 
@@ -260,20 +261,20 @@ def spark_udf_method(spark: SparkSession, cfg: Config, model: BenchModel) -> Cal
 
 
 class TorchLoop:
-    """(c) The ceiling: the pyfunc's own core (:meth:`PropensityPyfunc.probabilities`: tokenise a batch, run the
-    network, next batch) called directly; one process, no Spark, no pandas per batch."""
+    """(c) The ceiling: the pyfunc's own core (:meth:`PropensityPyfunc.score`: fit a batch's sequences to the
+    model's positions, run the network, next batch) called directly; one process, no Spark."""
 
-    def __init__(self, model: BenchModel, threads: int) -> None:
+    def __init__(self, model: BenchModel, threads: int, batch_rows: int) -> None:
         self.pyfunc = PropensityPyfunc().load(model.model_dir)
         self.threads = threads
+        self.batch_rows = batch_rows
 
     def __call__(self, rows: pd.DataFrame) -> np.ndarray:
         """Probabilities ``(len(rows), 3)``."""
         import torch
 
         torch.set_num_threads(self.threads)
-        features = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan)
-        return self.pyfunc.probabilities(list(rows[SEQUENCE_COLUMN]), features)
+        return self.pyfunc.score(FlatSequences.from_rows(list(rows[SEQUENCE_COLUMN])), rows, self.batch_rows)
 
 
 def measure(result: BenchResult, spark: SparkSession, cfg: Config, model: BenchModel, methods: Sequence[str],
@@ -283,7 +284,7 @@ def measure(result: BenchResult, spark: SparkSession, cfg: Config, model: BenchM
     actions: dict[str, Callable[[], object]] = {}
     for method in methods:
         if method == "torch_loop":
-            actions[method] = partial(TorchLoop(model, result.total_threads), rows)
+            actions[method] = partial(TorchLoop(model, result.total_threads, cfg.scoring.batch_size), rows)
         else:
             make = scoring_method if method == "scoring" else spark_udf_method
             actions[method] = partial(_noop, make(spark, cfg, model)(df))
@@ -303,9 +304,10 @@ def cross_check(result: BenchResult, spark: SparkSession, cfg: Config, model: Be
     """Score ``sample`` with all three methods and keep the largest difference (the methods ran the model)."""
     df = to_spark(spark, sample, partitions)
     by_user = sample["user_id"].to_numpy()
-    outputs = [TorchLoop(model, result.total_threads)(sample)]
+    outputs = [TorchLoop(model, result.total_threads, cfg.scoring.batch_size)(sample)]
     for make in (scoring_method, spark_udf_method):
-        got = make(spark, cfg, model)(df).toPandas().set_index("user_id").loc[by_user]
+        scored: pd.DataFrame = make(spark, cfg, model)(df).toPandas()
+        got = scored.set_index("user_id").loc[by_user]
         outputs.append(got[[f"{t}_score" for t in TASKS]].to_numpy(dtype=np.float64))
     df.unpersist()
     if not all(np.isfinite(v).all() and v.shape == outputs[0].shape for v in outputs):
@@ -314,34 +316,40 @@ def cross_check(result: BenchResult, spark: SparkSession, cfg: Config, model: Be
 
 
 def profile(result: BenchResult, model: BenchModel, rows: pd.DataFrame, batch_size: int) -> None:
-    """Microseconds per row of each step in one thread: fitting the sequences to the model's positions,
-    feature preparation and the network's forward pass."""
+    """Microseconds per row of each step of the model's own work in one thread, on Arrow batches as the
+    scoring job gets them: fitting the sequences to the model's positions, feature preparation and
+    the network's forward pass."""
     import torch
 
     pyfunc = PropensityPyfunc().load(model.model_dir)
     net = pyfunc.model
     if net is None:
         raise RuntimeError("the benchmark model did not load")
-    sequences = list(rows[SEQUENCE_COLUMN])
-    batches = range(0, len(sequences), batch_size)
+    batch = pa.RecordBatch.from_pandas(rows[[SEQUENCE_COLUMN, *FEATURE_COLUMNS]], preserve_index=False)
+    starts = range(0, len(rows), batch_size)
     torch.set_num_threads(1)
 
     def per_row(action: Callable[[], object]) -> float:
         action()  # warm-up
-        return _timed(action) / len(sequences) * 1e6
+        return _timed(action) / len(rows) * 1e6
 
-    fitted = [fit_positions(sequences[s:s + batch_size], net.max_positions) for s in batches]
-    features = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan)
+    def fitted() -> list[np.ndarray]:
+        sequences = flat_sequences(batch.column(0))
+        return [sequences.rows(s, s + batch_size).fit(net.max_positions) for s in starts]
+
+    def features() -> np.ndarray:
+        return pa.Table.from_batches([batch]).select(list(FEATURE_COLUMNS)).to_pandas().to_numpy(
+            dtype=np.float32, na_value=np.nan)
+
+    ids, x = fitted(), features()
 
     def forward() -> None:
         with torch.inference_mode():
-            for ids, s in zip(fitted, batches, strict=True):
-                net(torch.from_numpy(ids), torch.from_numpy(features[s:s + batch_size]))
+            for part, s in zip(ids, starts, strict=True):
+                net(torch.from_numpy(part), torch.from_numpy(x[s:s + batch_size]))
 
-    result.profile[(model.role, "sequences: fit_positions")] = per_row(
-        lambda: [fit_positions(sequences[s:s + batch_size], net.max_positions) for s in batches])
-    result.profile[(model.role, "features: pandas -> float32")] = per_row(
-        lambda: rows[list(FEATURE_COLUMNS)].astype("float64").to_numpy(dtype=np.float32, na_value=np.nan))
+    result.profile[(model.role, "sequences: Arrow -> fitted ids")] = per_row(fitted)
+    result.profile[(model.role, "features: Arrow -> float32")] = per_row(features)
     result.profile[(model.role, "forward (1 thread)")] = per_row(forward)
 
 
@@ -351,14 +359,13 @@ def spark_overhead(spark: SparkSession, cfg: Config, rows: pd.DataFrame, partiti
     df = to_spark(spark, rows, partitions)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.scoring.arrow_batch_size))
 
-    def zeros(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def zeros(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            out = pd.DataFrame({"user_id": batch["user_id"].to_numpy(), "platform": batch["platform"].to_numpy()})
-            for t in TASKS:
-                out[f"{t}_score"] = 0.0
-            yield out
+            zero = pa.array(np.zeros(batch.num_rows))
+            yield pa.RecordBatch.from_arrays([batch.column(0), batch.column(1), *[zero] * len(TASKS)],
+                                             names=["user_id", "platform", *(f"{t}_score" for t in TASKS)])
 
-    frame = df.select("user_id", "platform", *columns).mapInPandas(
+    frame = df.select("user_id", "platform", *columns).mapInArrow(
         zeros, "user_id string, platform string, " + ", ".join(f"{t}_score double" for t in TASKS))
     _noop(frame)
     seconds = _timed(partial(_noop, frame))

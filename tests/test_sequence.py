@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from propensity.core.schema import TASKS
 from propensity.core.sequence import FIELDS, TARGET_TYPE
 from propensity.models.calibration import Calibration, fit_calibration, fit_task
-from propensity.models.sequence import events_in, fit_positions, fixed_positions
+from propensity.models.sequence import FlatSequences, events_in, fit_positions, fixed_positions
 
 
 def _sequence(events: int, start: int = 1) -> list[int]:
@@ -32,6 +32,29 @@ def test_fit_positions_keeps_the_target_and_the_newest_events() -> None:
     assert not out[3].any() and not out[4].any()
     with pytest.raises(ValueError, match="at least 2"):
         fit_positions(rows, 1)
+
+
+def _fit_one(row: list[int], positions: int) -> list[int]:
+    """One row fitted by hand: the target, then the newest events, then zeros."""
+    if len(row) < FIELDS:
+        return [0] * positions * FIELDS
+    events = row[FIELDS:][-(positions - 1) * FIELDS:]
+    return row[:FIELDS] + events + [0] * ((positions - 1) * FIELDS - len(events))
+
+
+def test_flat_rows_fit_like_one_row_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    rows = [list(rng.integers(1, 50, size=n)) for n in (0, 3, 8, 12, 16, 40, 41, 200)]
+    # rows back to back after 5 unrelated values, in shuffled storage order (as Arrow may slice them)
+    order = rng.permutation(len(rows))
+    values, starts = [9] * 5, np.zeros(len(rows), dtype=np.int64)
+    for i in order:
+        starts[i] = len(values)
+        values += rows[i]
+    lengths = np.array([len(r) for r in rows])
+    for positions in (2, 4, 30):
+        got = FlatSequences(np.array(values), starts, lengths).fit(positions)
+        assert got.tolist() == [_fit_one(r, positions) for r in rows]
 
 
 def test_spark_and_numpy_fit_the_same_ids(spark: SparkSession) -> None:

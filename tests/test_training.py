@@ -552,7 +552,7 @@ def check_serving(model_uri: str, rows: pd.DataFrame, model_dir: Path) -> None:
     from mlflow.models import convert_input_example_to_serving_input, validate_serving_input
 
     from propensity.models.pyfunc import PropensityPyfunc
-    from propensity.models.spark_scoring import _predictor
+    from propensity.models.spark_scoring import _batch_scorer
 
     logged = mlflow.pyfunc.load_model(model_uri)
     assert str(logged.metadata.get_input_schema().input_types_dict()[SEQUENCE_COLUMN]) == "Array(long)"
@@ -565,7 +565,36 @@ def check_serving(model_uri: str, rows: pd.DataFrame, model_dir: Path) -> None:
     assert rows[SEQUENCE_COLUMN][0].dtype == np.int32  # as Spark hands ARRAY<INT> to pandas
     expected = PropensityPyfunc().load(model_dir).predict(None, rows)
     pd.testing.assert_frame_equal(logged.predict(rows), expected)
-    # the scoring job calls our own models without MLflow's per-row signature conversion: same numbers
-    direct = _predictor(logged)
-    assert direct != logged.predict
-    pd.testing.assert_frame_equal(direct(rows), expected)
+    # the scoring job calls our own models on the Arrow batch, without MLflow's per-row signature
+    # conversion: the same numbers (to float32 rounding of a different matrix blocking) whatever the rows per
+    # forward pass
+    batch = pa.RecordBatch.from_pandas(rows, preserve_index=False)
+    direct = _batch_scorer(logged, list(rows.columns))
+    for rows_per_call in (1, 2, 3):
+        np.testing.assert_allclose(direct(batch, rows_per_call), expected.to_numpy(), rtol=0, atol=1e-6)
+
+
+def test_a_pyfunc_of_another_kind_scores_through_mlflow_in_chunks() -> None:
+    """A model that is not ours gets pandas frames of at most the asked rows, its numbers as doubles."""
+    from mlflow.exceptions import MlflowException
+
+    from propensity.models.spark_scoring import _batch_scorer
+
+    calls: list[pd.DataFrame] = []
+
+    class Foreign:
+        def unwrap_python_model(self) -> None:
+            raise MlflowException("not a python model")
+
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            calls.append(frame)
+            ids = frame[SEQUENCE_COLUMN].map(lambda v: np.nan if v is None else len(v)).to_numpy()
+            return pd.DataFrame({"purchase": frame["a"], "click": ids, "churn": frame["a"] / 10})
+
+    batch = pa.RecordBatch.from_pydict({SEQUENCE_COLUMN: [[1, 2], [3], [4, 5, 6], None, []],
+                                        "a": pa.array([1, 2, None, 4, 5], pa.int32())})
+    scores = _batch_scorer(Foreign(), [SEQUENCE_COLUMN, "a"])(batch, 2)
+    assert [len(c) for c in calls] == [2, 2, 1]
+    assert all(c["a"].dtype == np.float64 for c in calls)
+    expected = [[1, 2, 0.1], [2, 1, 0.2], [np.nan, 3, np.nan], [4, np.nan, 0.4], [5, 0, 0.5]]
+    np.testing.assert_allclose(scores, expected)

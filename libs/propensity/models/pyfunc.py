@@ -33,9 +33,11 @@ from propensity.core.sequence import SEQUENCE_COLUMN, TARGET_PLATFORM, TARGET_TY
 from propensity.models.calibration import Calibration
 from propensity.models.network import PropensityModel, load_model
 from propensity.models.registry import RegisteredModelVersion
-from propensity.models.sequence import fit_positions
+from propensity.models.sequence import FlatSequences
 
-PREDICT_BATCH_ROWS = 256
+#: Rows per forward pass: small enough that a layer's activations stay in a core's cache (about a
+#: third faster than 512 rows on CPU).
+PREDICT_BATCH_ROWS = 128
 WEIGHTS_FILE = "fusion_weights.json"
 
 
@@ -79,21 +81,24 @@ class PropensityPyfunc(PythonModel):
         if missing:
             raise ValueError(f"input lacks column {missing[0]!r} ({len(missing)} missing); the model needs"
                              f" {SEQUENCE_COLUMN} and {', '.join(self.feature_columns) or 'no features'}")
-        features = model_input[self.feature_columns].to_numpy(dtype=np.float32, na_value=np.nan)
-        probs = self.probabilities(list(model_input[SEQUENCE_COLUMN]), features)
+        probs = self.score(FlatSequences.from_rows(list(model_input[SEQUENCE_COLUMN])), model_input)
         return pd.DataFrame(probs, columns=list(TASKS), index=model_input.index)
 
-    def probabilities(self, sequences: list[Any], features: np.ndarray) -> np.ndarray:
-        """``(len(sequences), 3)`` calibrated probabilities from ``event_ids`` values and raw float32 features
-        (in ``feature_columns`` order; ``(n, 0)`` for a sequence-only model)."""
+    def score(self, sequences: FlatSequences, features: pd.DataFrame, batch_rows: int = PREDICT_BATCH_ROWS
+              ) -> np.ndarray:
+        """``(rows, 3)`` calibrated probabilities (task order :data:`TASKS`) of ``sequences`` and the
+        ``feature_columns`` of ``features`` (raw values, one row per sequence), ``batch_rows`` rows per
+        forward pass."""
         if self.model is None:
             raise RuntimeError("the model is not loaded yet")
+        x = (features[self.feature_columns].to_numpy(dtype=np.float32, na_value=np.nan) if self.feature_columns
+             else np.zeros((len(sequences), 0), dtype=np.float32))  # a sequence-only model
         out = np.zeros((len(sequences), len(TASKS)), dtype=np.float64)
         with torch.inference_mode():
-            for start in range(0, len(sequences), PREDICT_BATCH_ROWS):
-                stop = start + PREDICT_BATCH_ROWS
-                ids = fit_positions(sequences[start:stop], self.model.max_positions)
-                logits = self.model(torch.from_numpy(ids), torch.from_numpy(features[start:stop]))
+            for start in range(0, len(sequences), batch_rows):
+                stop = start + batch_rows
+                ids = sequences.rows(start, stop).fit(self.model.max_positions)
+                logits = self.model(torch.from_numpy(ids), torch.from_numpy(x[start:stop]))
                 out[start:stop] = self.calibration.apply(logits.float().numpy(), ids[:, TARGET_PLATFORM])
         return out
 
@@ -210,6 +215,13 @@ class FusionPyfunc(PythonModel):
         """``purchase``, ``click`` and ``churn`` probabilities, fused."""
         return fuse(self.teacher.predict(context, model_input), self.student.predict(context, model_input),
                     self.weights)
+
+    def score(self, sequences: FlatSequences, features: pd.DataFrame, batch_rows: int = PREDICT_BATCH_ROWS
+              ) -> np.ndarray:
+        """:meth:`PropensityPyfunc.score` of both members, fused."""
+        weight = np.array([self.weights[t] for t in TASKS])
+        return (weight * self.teacher.score(sequences, features, batch_rows)
+                + (1.0 - weight) * self.student.score(sequences, features, batch_rows))
 
 
 def log_fusion_model(teacher: Path, student: Path, weights: dict[str, float], example: pd.DataFrame,

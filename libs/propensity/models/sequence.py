@@ -10,6 +10,7 @@ padding, so padded positions are masked out). Both functions give the same ids.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,22 +35,54 @@ def fixed_positions(event_ids: Column, positions: int) -> Column:
     return F.concat(head, padding).cast("array<int>")
 
 
+@dataclass(frozen=True)
+class FlatSequences:
+    """``event_ids`` rows stored back to back, as in an Arrow list array: row ``i`` is
+    ``values[starts[i]:starts[i] + lengths[i]]`` (a missing row has length 0)."""
+
+    values: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Any]) -> FlatSequences:
+        """From ``event_ids`` values (arrays or lists; None for a missing row)."""
+        lengths = np.array([0 if row is None else len(row) for row in rows], dtype=np.int64)
+        present = [np.asarray(row, dtype=np.int64) for row in rows if row is not None and len(row)]
+        values = np.concatenate(present) if present else np.zeros(0, dtype=np.int64)
+        return cls(values, np.cumsum(lengths) - lengths, lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def rows(self, start: int, stop: int) -> FlatSequences:
+        """Rows ``start`` to ``stop`` (exclusive), sharing ``values``."""
+        return FlatSequences(self.values, self.starts[start:stop], self.lengths[start:stop])
+
+    def fit(self, positions: int) -> np.ndarray:
+        """``(rows, positions * FIELDS)`` int64 ids, computed for all rows at once (no loop over rows).
+
+        A row shorter than one position (the target) becomes all padding.
+        """
+        if positions < 2:
+            raise ValueError(f"positions={positions} must be at least 2 (the target and one event)")
+        starts, lengths = self.starts.astype(np.int64), self.lengths.astype(np.int64)
+        valid = lengths >= FIELDS
+        # per row: the target's FIELDS values, then the values of its newest (at most positions - 1) events
+        kept = np.where(valid, np.minimum(lengths - FIELDS, (positions - 1) * FIELDS), 0)
+        column = np.arange(positions * FIELDS, dtype=np.int64)
+        first_event = (starts + lengths - kept)[:, None]
+        source = np.where(column < FIELDS, starts[:, None] + column, first_event + column - FIELDS)
+        take = (column < FIELDS) & valid[:, None] | (column >= FIELDS) & (column - FIELDS < kept[:, None])
+        out = np.zeros((len(lengths), positions * FIELDS), dtype=np.int64)
+        out[take] = self.values[source[take]]
+        return out
+
+
 def fit_positions(rows: Sequence[Any], positions: int) -> np.ndarray:
     """NumPy: ``(len(rows), positions * FIELDS)`` int64 ids from ``event_ids`` values (arrays or lists; None
     and empty become all padding)."""
-    if positions < 2:
-        raise ValueError(f"positions={positions} must be at least 2 (the target and one event)")
-    width = positions * FIELDS
-    keep = (positions - 1) * FIELDS
-    out = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        if row is None or len(row) < FIELDS:
-            continue
-        ids = np.asarray(row, dtype=np.int64)
-        out[i, :FIELDS] = ids[:FIELDS]
-        events = ids[FIELDS:][-keep:] if len(ids) > FIELDS else ids[:0]
-        out[i, FIELDS:FIELDS + len(events)] = events
-    return out
+    return FlatSequences.from_rows(rows).fit(positions)
 
 
 def events_in(event_ids: Column) -> Column:

@@ -37,7 +37,8 @@ class TaskCalibration:
 
     def apply(self, logits: np.ndarray, platforms: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of ``logits`` for rows of target platform ids ``platforms``."""
-        offsets = np.array([self.intercepts.get(str(int(p)), self.intercept) for p in platforms], dtype=np.float64)
+        found, where = np.unique(np.asarray(platforms), return_inverse=True)
+        offsets = np.array([self.intercepts.get(str(int(p)), self.intercept) for p in found], dtype=np.float64)[where]
         return 1.0 / (1.0 + np.exp(-(self.slope * logits.astype(np.float64) + offsets)))
 
 

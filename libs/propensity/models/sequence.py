@@ -74,9 +74,10 @@ class FlatSequences:
         first_event = (starts + lengths - kept)[:, None]
         source = np.where(column < FIELDS, starts[:, None] + column, first_event + column - FIELDS)
         take = (column < FIELDS) & valid[:, None] | (column >= FIELDS) & (column - FIELDS < kept[:, None])
-        out = np.zeros((len(lengths), positions * FIELDS), dtype=np.int64)
-        out[take] = self.values[source[take]]
-        return out
+        if not len(self.values):
+            return np.zeros(take.shape, dtype=np.int64)
+        # gather everywhere (a clipped index is harmless), then zero what is not taken: faster than a masked gather
+        return self.values.take(np.clip(source, 0, len(self.values) - 1)).astype(np.int64) * take
 
 
 def fit_positions(rows: Sequence[Any], positions: int) -> np.ndarray:

@@ -150,7 +150,7 @@ def _score_and_publish(spark: SparkSession, cfg: Config, snapshot_date: date, ev
         print(f"\nNOTE: no model passed its champion gates, so there is no @champion and `propensity score` with"
               f" the default {cfg.scoring.model_uri} refuses. To show the rest of the pipeline the demo scores"
               f" with the newest, unpromoted student ({model_uri}); a scheduled job would stop here.")
-    start = _step(f"score: {model_uri} at {snapshot_date} (mapInPandas -> MERGE into user_scores)")
+    start = _step(f"score: {model_uri} at {snapshot_date} (mapInArrow -> MERGE into user_scores)")
     scored = score_snapshot(spark, cfg, snapshot_date, model_uri)
     print(scored.format())
     _step("publish: inventory_demand and ads_audiences")

@@ -41,12 +41,12 @@ lint: setup
 
 # The fast tier: no training processes, no Thrift server, no CLI subprocesses (pytest markers in pyproject.toml).
 unit: setup
-	$(VENV)/bin/pytest -q -m "not slow and not distributed and not server"
+	$(VENV)/bin/pytest -q --durations=15 -m "not slow and not distributed and not server"
 
 # Everything but the cluster tier: what CI (.ci/run) and the README run. The cluster tier is apart:
 # it starts executor JVMs for every stage and would double make test's time.
 test: lint
-	$(VENV)/bin/pytest -q -m "not cluster"
+	$(VENV)/bin/pytest -q --durations=25 -m "not cluster"
 
 # The cluster tier alone: the wheel and every stage through spark-submit on local-cluster[2,1,1024],
 # compared with a local run (tests/test_cluster.py; about 25 minutes on 2 cores, too long for make test).

@@ -46,7 +46,7 @@ from propensity.models.network import FeatureStats, PropensityModel, save_model
 from propensity.models.pyfunc import PropensityPyfunc
 from propensity.models.registry import ResolvedModel, resolve_model
 from propensity.models.sequence import FlatSequences
-from propensity.models.spark_scoring import flat_sequences, score_frame, worker_threads
+from propensity.models.spark_scoring import arrow_frame, flat_sequences, score_frame, worker_threads
 
 #: The three ways of scoring the same rows (see the module docstring).
 METHODS = ("scoring", "spark_udf", "torch_loop")
@@ -338,8 +338,7 @@ def profile(result: BenchResult, model: BenchModel, rows: pd.DataFrame, batch_si
         return [sequences.rows(s, s + batch_size).fit(net.max_positions) for s in starts]
 
     def features() -> np.ndarray:
-        return pa.Table.from_batches([batch]).select(list(FEATURE_COLUMNS)).to_pandas().to_numpy(
-            dtype=np.float32, na_value=np.nan)
+        return arrow_frame(batch, FEATURE_COLUMNS).to_numpy(dtype=np.float32, na_value=np.nan)
 
     ids, x = fitted(), features()
 

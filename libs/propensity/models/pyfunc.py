@@ -184,8 +184,14 @@ def _log_and_register(python_model: PythonModel, artifacts: dict[str, str], exam
 
 def fuse(teacher: pd.DataFrame, student: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
     """``w * teacher + (1 - w) * student`` per task column."""
-    return pd.DataFrame({t: weights[t] * teacher[t].to_numpy() + (1.0 - weights[t]) * student[t].to_numpy()
-                         for t in TASKS}, index=teacher.index)
+    mixed = mix(teacher[list(TASKS)].to_numpy(), student[list(TASKS)].to_numpy(), weights)
+    return pd.DataFrame(mixed, columns=list(TASKS), index=teacher.index)
+
+
+def mix(teacher: np.ndarray, student: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    """``w * teacher + (1 - w) * student`` of ``(rows, 3)`` probabilities in :data:`TASKS` order."""
+    weight = np.array([weights[t] for t in TASKS])
+    return weight * teacher + (1.0 - weight) * student
 
 
 class FusionPyfunc(PythonModel):
@@ -219,9 +225,8 @@ class FusionPyfunc(PythonModel):
     def score(self, sequences: FlatSequences, features: pd.DataFrame, batch_rows: int = PREDICT_BATCH_ROWS
               ) -> np.ndarray:
         """:meth:`PropensityPyfunc.score` of both members, fused."""
-        weight = np.array([self.weights[t] for t in TASKS])
-        return (weight * self.teacher.score(sequences, features, batch_rows)
-                + (1.0 - weight) * self.student.score(sequences, features, batch_rows))
+        return mix(self.teacher.score(sequences, features, batch_rows),
+                   self.student.score(sequences, features, batch_rows), self.weights)
 
 
 def log_fusion_model(teacher: Path, student: Path, weights: dict[str, float], example: pd.DataFrame,

@@ -66,6 +66,8 @@ class FlatSequences:
         """
         if positions < 2:
             raise ValueError(f"positions={positions} must be at least 2 (the target and one event)")
+        if not len(self.values):
+            return np.zeros((len(self), positions * FIELDS), dtype=np.int64)
         starts, lengths = self.starts.astype(np.int64), self.lengths.astype(np.int64)
         valid = lengths >= FIELDS
         # per row: the target's FIELDS values, then the values of its newest (at most positions - 1) events
@@ -74,8 +76,6 @@ class FlatSequences:
         first_event = (starts + lengths - kept)[:, None]
         source = np.where(column < FIELDS, starts[:, None] + column, first_event + column - FIELDS)
         take = (column < FIELDS) & valid[:, None] | (column >= FIELDS) & (column - FIELDS < kept[:, None])
-        if not len(self.values):
-            return np.zeros(take.shape, dtype=np.int64)
         # gather everywhere (a clipped index is harmless), then zero what is not taken: faster than a masked gather
         return self.values.take(np.clip(source, 0, len(self.values) - 1)).astype(np.int64) * take
 

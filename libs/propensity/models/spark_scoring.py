@@ -74,14 +74,14 @@ def _batch_scorer(loaded: Any, columns: Sequence[str]) -> BatchScorer:
         model = python_model
 
         def ours(batch: pa.RecordBatch, rows: int) -> np.ndarray:
-            return model.score(flat_sequences(_column(batch, SEQUENCE_COLUMN)), _frame(batch, features), rows)
+            return model.score(flat_sequences(_column(batch, SEQUENCE_COLUMN)), arrow_frame(batch, features), rows)
         return ours
 
     # numbers reach other models as doubles (our signature); the sequence column passes as it is
     as_double = {c: "float64" for c in features if c in FEATURE_COLUMNS}
 
     def through_mlflow(batch: pa.RecordBatch, rows: int) -> np.ndarray:
-        inputs = _frame(batch, columns).astype(as_double)
+        inputs = arrow_frame(batch, columns).astype(as_double)
         scores = np.empty((len(inputs), len(TASKS)), dtype="float64")
         for start in range(0, len(inputs), rows):
             predicted = loaded.predict(inputs.iloc[start:start + rows])
@@ -96,7 +96,7 @@ def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
     return batch.column(batch.schema.get_field_index(name))
 
 
-def _frame(batch: pa.RecordBatch, columns: Sequence[str]) -> pd.DataFrame:
+def arrow_frame(batch: pa.RecordBatch, columns: Sequence[str]) -> pd.DataFrame:
     """``columns`` of ``batch`` as pandas (integers with NULLs become floats with NaN)."""
     return pa.Table.from_arrays([_column(batch, c) for c in columns], names=list(columns)).to_pandas()
 

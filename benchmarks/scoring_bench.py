@@ -287,8 +287,8 @@ def measure(result: BenchResult, spark: SparkSession, cfg: Config, model: BenchM
             df: DataFrame, rows: pd.DataFrame, rounds: int, log: Callable[[str], None]) -> None:
     """Each of ``methods`` once as a warm-up over all the rows, then ``rounds`` rounds of timed runs over the
     same rows, the methods taking turns (so a disturbance on the machine hits one round, not one method).
-    Each round ends with the one-thread :func:`profile` of the model (the best round of each step is kept), so
-    the compute bound comes from the same minutes of this shared machine as the rates it is compared with."""
+    Each round ends with the model's one-thread :func:`profiler` measurement (each step keeps its best round),
+    so the compute bound comes from the same minutes of this shared machine as the rates it is compared with."""
     actions: dict[str, Callable[[], object]] = {}
     for method in methods:
         if method == "torch_loop":
@@ -300,10 +300,11 @@ def measure(result: BenchResult, spark: SparkSession, cfg: Config, model: BenchM
     found = {method: Measurement(model.role, method, result.users) for method in methods}
     sample = rows.head(min(len(rows), PROFILE_ROWS))
     result.profile_rows = len(sample)
+    profile = profiler(model, sample, cfg.scoring.batch_size)
     for _ in range(rounds):
         for method, action in actions.items():
             found[method].seconds.append(_timed(action))
-        profile(result, model, sample, cfg.scoring.batch_size)
+        profile(result)
     for m in found.values():
         result.measurements.append(m)
         runs = ", ".join(f"{m.rows / s:,.0f}" for s in m.seconds)
@@ -326,10 +327,11 @@ def cross_check(result: BenchResult, spark: SparkSession, cfg: Config, model: Be
     result.max_score_diff[model.role] = max(float(np.abs(v - outputs[0]).max()) for v in outputs)
 
 
-def profile(result: BenchResult, model: BenchModel, rows: pd.DataFrame, batch_size: int) -> None:
-    """Microseconds per row of each step of the model's own work in one thread, on Arrow batches as the
-    scoring job gets them: fitting the sequences to the model's positions, feature preparation and
-    the network's forward pass. Called again, a step keeps its fastest measurement."""
+def profiler(model: BenchModel, rows: pd.DataFrame, batch_size: int) -> Callable[[BenchResult], None]:
+    """A function that measures the microseconds per row of each step of the model's own work in one thread,
+    on Arrow batches as the scoring job gets them: fitting the sequences to the model's positions, feature
+    preparation and the network's forward pass. The model and the batch are prepared here, once; each call
+    measures again, and a step keeps its fastest measurement in ``result.profile``."""
     import torch
 
     pyfunc = PropensityPyfunc().load(model.model_dir)
@@ -338,7 +340,6 @@ def profile(result: BenchResult, model: BenchModel, rows: pd.DataFrame, batch_si
         raise RuntimeError("the benchmark model did not load")
     batch = pa.RecordBatch.from_pandas(rows[[SEQUENCE_COLUMN, *FEATURE_COLUMNS]], preserve_index=False)
     starts = range(0, len(rows), batch_size)
-    torch.set_num_threads(1)
 
     def per_row(action: Callable[[], object]) -> float:
         action()  # warm-up
@@ -358,10 +359,14 @@ def profile(result: BenchResult, model: BenchModel, rows: pd.DataFrame, batch_si
             for part, s in zip(ids, starts, strict=True):
                 net(torch.from_numpy(part), torch.from_numpy(x[s:s + batch_size]))
 
-    for step, action in (("sequences: Arrow -> fitted ids", fitted), ("features: Arrow -> float32", features),
-                         ("forward (1 thread)", forward)):
-        found = per_row(action)
-        result.profile[(model.role, step)] = min(found, result.profile.get((model.role, step), found))
+    def measure_steps(result: BenchResult) -> None:
+        torch.set_num_threads(1)
+        for step, action in (("sequences: Arrow -> fitted ids", fitted), ("features: Arrow -> float32", features),
+                             ("forward (1 thread)", forward)):
+            found = per_row(action)
+            result.profile[(model.role, step)] = min(found, result.profile.get((model.role, step), found))
+
+    return measure_steps
 
 
 def spark_overhead(spark: SparkSession, cfg: Config, rows: pd.DataFrame, partitions: int, columns: Sequence[str]

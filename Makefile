@@ -11,7 +11,7 @@ JARS_STAMP := $(JARS)/.fetched-$(DELTA_VERSION)
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: setup jars test lint unit test-cluster wheel test-all docs demo bench clean
+.PHONY: setup jars test lint unit test-cluster wheel docs demo bench clean
 
 setup: $(INSTALLED) $(JARS_STAMP)
 
@@ -43,15 +43,14 @@ lint: setup
 unit: setup
 	$(VENV)/bin/pytest -q --durations=15 -m "not slow and not distributed and not server"
 
-# Everything but the cluster tier: what CI (.ci/run) and the README run. The cluster tier is apart:
-# it starts executor JVMs for every stage and would double make test's time.
+# Every test, the cluster tier included: what CI (.ci/run) and the README run.
 test: lint
-	$(VENV)/bin/pytest -q --durations=25 -m "not cluster"
+	$(VENV)/bin/pytest -q --durations=25
 
 # The cluster tier alone: the wheel and every stage through spark-submit on local-cluster[2,1,1024],
-# compared with a local run (tests/test_cluster.py; about 25 minutes on 2 cores, too long for make test).
+# compared with a local run (tests/test_cluster.py; about 12 minutes on 2 cores).
 test-cluster: setup
-	$(VENV)/bin/pytest -q -m cluster
+	$(VENV)/bin/pytest -q --durations=10 -m cluster
 
 # The wheel for spark-submit --py-files, pip install on a cluster, or the Databricks bundle.
 wheel: setup
@@ -70,11 +69,18 @@ demo: setup
 # Then training throughput against the matmul peak (TRAIN_ARGS), how ingest, features and scoring
 # cost grows with the data (1x and 10x the demo's people, same days; e.g. SCALE_ARGS="--users 200"),
 # and the files ten daily runs leave before and after `propensity maintain` (UPKEEP_ARGS).
+# Every script's name=value lines are collected and printed again, together, as bench's last lines.
+BENCH_LOG := var/bench.log
+bench: SHELL := /bin/bash
+bench: .SHELLFLAGS := -o pipefail -c
 bench: setup
-	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
-	$(PY) benchmarks/training_bench.py $(TRAIN_ARGS)
-	$(PY) benchmarks/scale_bench.py $(SCALE_ARGS)
-	$(PY) benchmarks/upkeep_bench.py $(UPKEEP_ARGS)
+	@mkdir -p var && : > $(BENCH_LOG)
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS) | tee -a $(BENCH_LOG)
+	$(PY) benchmarks/training_bench.py $(TRAIN_ARGS) | tee -a $(BENCH_LOG)
+	$(PY) benchmarks/scale_bench.py $(SCALE_ARGS) | tee -a $(BENCH_LOG)
+	$(PY) benchmarks/upkeep_bench.py $(UPKEEP_ARGS) | tee -a $(BENCH_LOG)
+	@echo "== make bench: the ratios and rates of this run (also in $(BENCH_LOG)) =="
+	@grep -E '^[a-z0-9_]+=' $(BENCH_LOG)
 
 clean:
 	rm -rf var build dist *.egg-info

@@ -23,7 +23,7 @@ cores in one process on CPU, bf16 on a GPU. Prints, last::
     finetune_samples_per_s=N
     train_gflops_per_sample=X
     matmul_peak_gflops=X
-    training_vs_matmul_peak=X.XX
+    train_share_of_peak=X.XX
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"finetune_samples_per_s={rate:.0f}")
     print(f"train_gflops_per_sample={per_sample / 1e9:.4f}")
     print(f"matmul_peak_gflops={peak / 1e9:.1f}")
-    print(f"training_vs_matmul_peak={rate * per_sample / peak:.2f}")
+    print(f"train_share_of_peak={rate * per_sample / peak:.2f}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The cluster path, run as the README tells a cluster user (``make test-cluster`` only: about 25 minutes).
+"""The cluster path, run as the README tells a cluster user (``make test``, or alone ``make test-cluster``).
 
 The wheel is built with ``pip wheel``, and every stage from ingest to publish is launched
 with pyspark's own ``bin/spark-submit`` on ``local-cluster[2,1,1024]``: two executor JVMs

@@ -39,13 +39,19 @@ lint: setup
 	$(VENV)/bin/ruff check libs tests jobs benchmarks setup.py
 	$(VENV)/bin/mypy
 
+# Tests run in TEST_WORKERS pytest-xdist processes, one test file per process at a time (module fixtures are
+# built once): much of a test's time is one JVM or Python process starting, which leaves the other core idle.
+# TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 # The fast tier: no training processes, no Thrift server, no CLI subprocesses (pytest markers in pyproject.toml).
 unit: setup
-	$(VENV)/bin/pytest -q --durations=15 -m "not slow and not distributed and not server"
+	$(PYTEST) --durations=15 -m "not slow and not distributed and not server"
 
 # Every test, the cluster tier included: what CI (.ci/run) and the README run.
 test: lint
-	$(VENV)/bin/pytest -q --durations=25
+	$(PYTEST) --durations=25
 
 # The cluster tier alone: the wheel and every stage through spark-submit on local-cluster[2,1,1024],
 # compared with a local run (tests/test_cluster.py; about 12 minutes on 2 cores).

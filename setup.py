@@ -24,7 +24,7 @@ setup(
     packages=find_packages("libs"),
     package_data={"propensity": ["resources/*"]},
     install_requires=_requirements(),
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "mypy>=1.10", "types-PyYAML"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10", "types-PyYAML"]},
     entry_points={
         "console_scripts": [
             "propensity=propensity.cli:main",

@@ -1,4 +1,4 @@
-"""One local Spark session for the whole test run; each test gets its own database."""
+"""One local Spark session per test process (`make test` runs two, pytest-xdist); each test gets its own database."""
 
 from __future__ import annotations
 

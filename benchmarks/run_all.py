@@ -11,6 +11,7 @@ its last lines, the ratios measured in this run::
 
     scoring_vs_compute_bound=X.XX    # our job / (threads x one thread's rows/s of the model's own work), student
     scoring_vs_machine_bound=X.XX    # our job / the compute bound with the data path sharing the same cores
+    data_path_delta_vs_cache=X.XX    # no-model data path from a Delta table / from the cache the methods read
     scoring_vs_spark_udf=X.XX        # our job / spark_udf, student
     scoring_vs_torch_ceiling=X.XX    # our job / torch loop, student
     student_vs_teacher_speed=X.X     # student / teacher, both through our job
@@ -51,8 +52,12 @@ def compute_bound(result: scoring_bench.BenchResult, role: str = "student") -> f
 def machine_bound(result: scoring_bench.BenchResult, role: str = "student") -> float:
     """Rows/s the cores could reach doing the model's own work *and* moving the rows through Spark and Arrow
     (the JVM side runs on the same cores): the two per-row costs added, each from this run."""
-    data_path = result.profile[("both", scoring_bench.DATA_PATH_STEP)]
-    return 1.0 / (1.0 / compute_bound(result, role) + 1.0 / data_path)
+    return 1.0 / (1.0 / compute_bound(result, role) + 1.0 / data_path(result))
+
+
+def data_path(result: scoring_bench.BenchResult, step: str = scoring_bench.DATA_PATH_STEP) -> float:
+    """Rows/s of the no-model data path (``step``: from the cache the methods read, or from a Delta table)."""
+    return result.profile[("both", step)]
 
 
 def ratio_lines(result: scoring_bench.BenchResult) -> list[str]:
@@ -60,6 +65,7 @@ def ratio_lines(result: scoring_bench.BenchResult) -> list[str]:
     scoring = result.rate("student", "scoring")
     return [f"scoring_vs_compute_bound={scoring / compute_bound(result):.2f}",
             f"scoring_vs_machine_bound={scoring / machine_bound(result):.2f}",
+            f"data_path_delta_vs_cache={data_path(result, scoring_bench.DELTA_DATA_PATH_STEP) / data_path(result):.2f}",
             f"scoring_vs_spark_udf={scoring / result.rate('student', 'spark_udf'):.2f}",
             f"scoring_vs_torch_ceiling={scoring / result.rate('student', 'torch_loop'):.2f}",
             f"student_vs_teacher_speed={scoring / result.rate('teacher', 'scoring'):.1f}"]

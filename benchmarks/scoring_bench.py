@@ -62,6 +62,8 @@ PROFILE_ROWS = 2048
 
 #: The profile step holding the rows/s of the data path alone (:func:`spark_overhead`).
 DATA_PATH_STEP = "spark + Arrow data path, no model (rows/s)"
+#: The same data path with the rows read from a Delta table, as the scoring job reads the features.
+DELTA_DATA_PATH_STEP = "same, rows read from a Delta table (rows/s)"
 
 
 @dataclass(frozen=True)
@@ -369,10 +371,9 @@ def profiler(model: BenchModel, rows: pd.DataFrame, batch_size: int) -> Callable
     return measure_steps
 
 
-def spark_overhead(spark: SparkSession, cfg: Config, rows: pd.DataFrame, partitions: int, columns: Sequence[str]
-                   ) -> float:
-    """Rows/s of the scoring job's data path with a model that does nothing (Arrow in, zeros out)."""
-    df = to_spark(spark, rows, partitions)
+def spark_overhead(spark: SparkSession, cfg: Config, df: DataFrame, rows: int, columns: Sequence[str]) -> float:
+    """Rows/s of the scoring job's data path from ``df`` (``rows`` rows) with a model that does nothing
+    (Arrow in, zeros out)."""
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.scoring.arrow_batch_size))
 
     def zeros(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -384,9 +385,22 @@ def spark_overhead(spark: SparkSession, cfg: Config, rows: pd.DataFrame, partiti
     frame = df.select("user_id", "platform", *columns).mapInArrow(
         zeros, "user_id string, platform string, " + ", ".join(f"{t}_score double" for t in TASKS))
     _noop(frame)
-    seconds = _timed(partial(_noop, frame))
+    return rows / _timed(partial(_noop, frame))
+
+
+def data_paths(spark: SparkSession, cfg: Config, rows: pd.DataFrame, partitions: int, columns: Sequence[str],
+               work: Path) -> dict[str, float]:
+    """:func:`spark_overhead` from the cached rows (what the scoring methods read here) and from a Delta table
+    of the same rows (what the scoring job reads: decoding Parquet's nested ``event_ids`` costs the JVM more
+    than reading the cache), by profile step."""
+    df = to_spark(spark, rows, partitions)
+    found = {DATA_PATH_STEP: spark_overhead(spark, cfg, df, len(rows), columns)}
+    table = str(work / "data_path_delta")
+    df.write.format("delta").mode("overwrite").save(table)
     df.unpersist()
-    return len(rows) / seconds
+    found[DELTA_DATA_PATH_STEP] = spark_overhead(spark, cfg, spark.read.format("delta").load(table), len(rows),
+                                                 columns)
+    return found
 
 
 #: (model, method) pairs measured by default; ``full=True`` adds the teacher through ``spark_udf``.
@@ -414,8 +428,8 @@ def run(spark: SparkSession, cfg: Config, users: int, work: Path, log: Callable[
     df.unpersist()
     for role in ROLES:
         cross_check(result, spark, cfg, models[role], rows.head(min(users, 512)), slots)
-    result.profile[("both", DATA_PATH_STEP)] = spark_overhead(
-        spark, cfg, rows, slots, models["student"].resolved.input_columns)
+    for step, rate in data_paths(spark, cfg, rows, slots, models["student"].resolved.input_columns, work).items():
+        result.profile[("both", step)] = rate
     return result
 
 

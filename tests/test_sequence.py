@@ -3,6 +3,8 @@ event encoder's pooling, and the calibration of probabilities."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
@@ -117,3 +119,55 @@ def test_pooling_ignores_padding() -> None:
     longer = torch.tensor(fit_positions([_sequence(3)], 12)).view(1, 12, FIELDS)
     with torch.no_grad():
         torch.testing.assert_close(encoder.pooled(ids), encoder.pooled(longer), atol=1e-5, rtol=1e-5)
+
+
+def _padded_ids(event_counts: list[int], positions: int, seed: int = 0) -> torch.Tensor:
+    """``(rows, positions, FIELDS)`` ids: a target and ``n`` random events per row, zero padding after."""
+    rng = np.random.default_rng(seed)
+    rows = np.zeros((len(event_counts), positions, FIELDS), dtype=np.int64)
+    for i, n in enumerate(event_counts):
+        rows[i, 0, :2] = [TARGET_TYPE, 3]
+        rows[i, 1:n + 1] = rng.integers(1, 8, size=(n, FIELDS))
+    return torch.tensor(rows)
+
+
+def test_trim_padding_cuts_the_padding_every_row_shares_and_keeps_the_states() -> None:
+    from propensity.core.config import TeacherSettings
+    from propensity.models.encoder import EventEncoder, bert_config, trim_padding
+
+    torch.manual_seed(0)
+    encoder = EventEncoder(bert_config(TeacherSettings(hidden_size=16, num_layers=2, num_heads=2,
+                                                       intermediate_size=32, max_length=12, dropout=0.0))).eval()
+    ids = _padded_ids([2, 5, 0, 3], 12)
+    trimmed = trim_padding(ids)
+    assert trimmed.shape == (4, 6, FIELDS)
+    torch.testing.assert_close(trimmed, ids[:, :6], rtol=0, atol=0)
+    with torch.no_grad():
+        whole, mask = encoder(ids)
+        cut, _ = encoder(trimmed)
+    kept = mask[:, :6].bool()
+    torch.testing.assert_close(cut[kept], whole[:, :6][kept], atol=1e-5, rtol=1e-5)
+    no_target = ids.clone()
+    no_target[2] = 0  # a row of padding only: the batch stays whole
+    assert trim_padding(no_target).shape == ids.shape
+    assert trim_padding(ids[:0]).shape == (0, 12, FIELDS)
+
+
+def test_grouped_batches_keep_every_row_with_its_columns_and_group_lengths() -> None:
+    from propensity.stages.training.loaders import grouped_by_length, sequence_lengths
+
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 30, size=100).tolist()
+    flat = _padded_ids(counts, 32).reshape(100, -1)
+    batches = [{"event_ids": flat[i:i + 16], "row": torch.arange(i, min(i + 16, 100))} for i in range(0, 100, 16)]
+    regrouped = list(grouped_by_length(batches, 16, torch.Generator().manual_seed(0), group=4))
+    assert len(regrouped) == len(batches)
+    rows = torch.cat([b["row"] for b in regrouped])
+    assert sorted(rows.tolist()) == list(range(100))
+    torch.testing.assert_close(torch.cat([b["event_ids"] for b in regrouped]), flat[rows], rtol=0, atol=0)
+    # within each pool of 4 batches (64 rows; the last pool 36) the batches hold consecutive lengths
+    for pool in (regrouped[:4], regrouped[4:]):
+        spans = sorted((int(sequence_lengths(b["event_ids"]).min()), int(sequence_lengths(b["event_ids"]).max()))
+                       for b in pool)
+        assert all(high <= next_low for (_, high), (next_low, _) in pairwise(spans))
+    assert [len(b["row"]) for b in regrouped[4:]].count(4) == 1  # 36 rows: two full batches and one of 4

@@ -353,6 +353,30 @@ def test_deep_scale_weighs_the_deep_part_and_survives_save_and_load(tmp_path: Pa
     torch.testing.assert_close(loaded(ids, feats), logits)
 
 
+def test_the_pyfunc_scores_rows_of_any_length_as_one_uncut_pass_does(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring sorts rows by length and cuts each pass's padding: every row keeps its own probabilities."""
+    from propensity.models import encoder as encoder_module
+    from propensity.models.network import save_model
+    from propensity.models.pyfunc import PropensityPyfunc
+    from propensity.models.sequence import FlatSequences
+
+    torch.manual_seed(0)
+    save_model(PropensityModel(tiny_encoder(0.0), ["a"], 8).eval(), tmp_path / "model")
+    pyfunc = PropensityPyfunc().load(tmp_path / "model")
+    rng = np.random.default_rng(2)
+    rows = [sequence(rng, "shop", ["view"] * n) for n in (12, 1, 30, 0, 4, 7)] + [None]
+    features = pd.DataFrame({"a": rng.normal(size=len(rows))})
+    batched = pyfunc.score(FlatSequences.from_rows(rows), features, batch_rows=3)
+    alone = np.concatenate([pyfunc.score(FlatSequences.from_rows(rows[i:i + 1]), features.iloc[i:i + 1], 1)
+                            for i in range(len(rows))])
+    monkeypatch.setattr(encoder_module, "trim_padding", lambda ids: ids)
+    uncut = pyfunc.score(FlatSequences.from_rows(rows), features, batch_rows=len(rows))
+    np.testing.assert_allclose(batched, uncut, atol=1e-6)
+    np.testing.assert_allclose(alone, uncut, atol=1e-6)
+    assert len(np.unique(uncut[:, 0].round(6))) == len(rows)  # the rows differ: order mix-ups would show
+
+
 def test_the_sequence_only_model_needs_no_features() -> None:
     torch.manual_seed(0)
     model = PropensityModel(tiny_encoder(0.0), [], 8).eval()

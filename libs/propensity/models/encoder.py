@@ -83,6 +83,21 @@ def attention_mask(ids: torch.Tensor) -> torch.Tensor:
     return (ids[..., 0] != 0).long()
 
 
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """Ids ``(batch, positions, FIELDS)`` without the trailing positions that are padding in every row.
+
+    Padding sits on the right and is masked out of attention, so the states of the kept positions are
+    the same (to float rounding): a batch costs what its longest row needs, not the model's positions.
+    A batch with a row of padding only (no target) is kept whole: such a row attends to padding, whose
+    count would change its state.
+    """
+    mask = attention_mask(ids)
+    if ids.shape[0] == 0 or not bool(mask[:, 0].all()):
+        return ids
+    keep = int(mask.amax(dim=0).nonzero().max()) + 1
+    return ids if keep == ids.shape[1] else ids[:, :keep]
+
+
 class EventEncoder(nn.Module):
     """Field embeddings + a BERT encoder; :meth:`forward` gives the hidden state of every position."""
 
@@ -108,7 +123,7 @@ class EventEncoder(nn.Module):
 
     def pooled(self, ids: torch.Tensor) -> torch.Tensor:
         """``(batch, 2 * hidden)``: the target position's state next to the mean over the event positions."""
-        hidden, mask = self(ids)
+        hidden, mask = self(trim_padding(ids))
         events = mask[:, 1:].unsqueeze(-1).to(hidden.dtype)
         mean = (hidden[:, 1:] * events).sum(1) / events.sum(1).clamp(min=1.0)
         return torch.cat([hidden[:, 0], mean], dim=1)

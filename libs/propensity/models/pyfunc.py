@@ -88,18 +88,23 @@ class PropensityPyfunc(PythonModel):
               ) -> np.ndarray:
         """``(rows, 3)`` calibrated probabilities (task order :data:`TASKS`) of ``sequences`` and the
         ``feature_columns`` of ``features`` (raw values, one row per sequence), ``batch_rows`` rows per
-        forward pass."""
+        forward pass.
+
+        The forward passes take the rows shortest sequence first, so that each pass is cut to the
+        longest of its rows (a row's probabilities do not depend on the rows it is batched with).
+        """
         if self.model is None:
             raise RuntimeError("the model is not loaded yet")
         x = (features[self.feature_columns].to_numpy(dtype=np.float32, na_value=np.nan) if self.feature_columns
              else np.zeros((len(sequences), 0), dtype=np.float32))  # a sequence-only model
         out = np.zeros((len(sequences), len(TASKS)), dtype=np.float64)
+        order = np.argsort(sequences.lengths, kind="stable")
         with torch.inference_mode():
             for start in range(0, len(sequences), batch_rows):
-                stop = start + batch_rows
-                ids = sequences.rows(start, stop).fit(self.model.max_positions)
-                logits = self.model(torch.from_numpy(ids), torch.from_numpy(x[start:stop]))
-                out[start:stop] = self.calibration.apply(logits.float().numpy(), ids[:, TARGET_PLATFORM])
+                rows = order[start:start + batch_rows]
+                ids = sequences.take(rows).fit(self.model.max_positions)
+                logits = self.model(torch.from_numpy(ids), torch.from_numpy(x[rows]))
+                out[rows] = self.calibration.apply(logits.float().numpy(), ids[:, TARGET_PLATFORM])
         return out
 
 

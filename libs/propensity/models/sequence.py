@@ -59,6 +59,10 @@ class FlatSequences:
         """Rows ``start`` to ``stop`` (exclusive), sharing ``values``."""
         return FlatSequences(self.values, self.starts[start:stop], self.lengths[start:stop])
 
+    def take(self, indices: np.ndarray) -> FlatSequences:
+        """The rows at ``indices``, in that order, sharing ``values``."""
+        return FlatSequences(self.values, self.starts[indices], self.lengths[indices])
+
     def fit(self, positions: int) -> np.ndarray:
         """``(rows, positions * FIELDS)`` int64 ids, computed for all rows at once (no loop over rows).
 

@@ -92,6 +92,9 @@ class TrainSettings:
                                        default=0.01)
     epochs: int = option("Fine-tuning passes over the labelled train rows.", default=3)
     batch_size: int = option("Rows per step and process.", default=64)
+    group_by_length: bool = option(
+        "Batch rows of similar sequence length together (sorted within 8 shuffled batches) so that each batch"
+        " is cut to its longest row: the same rows, less compute on padding.", default=True)
     learning_rate: float = option("AdamW learning rate of the encoder.", default=1e-3)
     head_learning_rate: float = option("AdamW learning rate of the task heads.", default=3e-3)
     weight_decay: float = option("AdamW weight decay (not applied to biases and LayerNorm).", default=0.01)

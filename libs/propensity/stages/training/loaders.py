@@ -20,11 +20,16 @@ from typing import Any
 
 import torch
 
+from propensity.core.sequence import FIELDS, SEQUENCE_COLUMN
+
 # petastorm 0.12 still uses pyarrow's legacy dataset API; its deprecation warnings are noise here.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
 warnings.filterwarnings("ignore", message=".*pyarrow.localfs is deprecated.*", category=FutureWarning)
 
 Batch = dict[str, torch.Tensor]
+
+#: Consecutive batches whose rows :func:`grouped_by_length` sorts by sequence length together.
+LENGTH_GROUP_BATCHES = 8
 
 
 @dataclass
@@ -48,13 +53,24 @@ class DataSource:
 
     @contextmanager
     def loader(self, rank: int, world: int, batch_size: int, num_epochs: int | None, workers_count: int = 2,
-               seed: int = 0, shuffle: bool = True) -> Iterator[Iterable[Batch]]:
+               seed: int = 0, shuffle: bool = True, group_by_length: bool = False) -> Iterator[Iterable[Batch]]:
         """Batches of shard ``rank`` of ``world`` as dicts of tensors.
 
         :param num_epochs: passes over the shard; None: endless (stop after a fixed step count,
             so that every process runs the same number of steps).
         :param shuffle: shuffle row groups and rows (within a buffer of 8 batches).
+        :param group_by_length: batches of rows of similar sequence length (:func:`grouped_by_length`).
         """
+        with self._batches(rank, world, batch_size, num_epochs, workers_count, seed, shuffle) as batches:
+            if not group_by_length:
+                yield batches
+                return
+            generator = torch.Generator().manual_seed(seed + 104_729 * (rank + 1))
+            yield _Regrouped(batches, batch_size, generator)
+
+    @contextmanager
+    def _batches(self, rank: int, world: int, batch_size: int, num_epochs: int | None, workers_count: int,
+                 seed: int, shuffle: bool) -> Iterator[Iterable[Batch]]:
         from petastorm.pytorch import BatchedDataLoader
 
         capacity = 8 * batch_size if shuffle else 0
@@ -71,6 +87,52 @@ class DataSource:
         with make_batch_reader(parquet_url(str(self.parquet_url)), num_epochs=num_epochs,
                                workers_count=workers_count, **reader_kwargs) as reader:
             yield BatchedDataLoader(reader, batch_size=batch_size, shuffling_queue_capacity=capacity)
+
+
+@dataclass
+class _Regrouped:
+    """An iterable of :func:`grouped_by_length` over ``batches`` (a new pass each time it is iterated)."""
+
+    batches: Iterable[Batch]
+    batch_size: int
+    generator: torch.Generator
+
+    def __iter__(self) -> Iterator[Batch]:
+        return grouped_by_length(self.batches, self.batch_size, self.generator)
+
+
+def sequence_lengths(event_ids: torch.Tensor) -> torch.Tensor:
+    """Positions in use (target and events, not padding) of each row of flat ids ``(batch, positions * FIELDS)``."""
+    return (event_ids.reshape(event_ids.shape[0], -1, FIELDS)[..., 0] != 0).sum(dim=1)
+
+
+def grouped_by_length(batches: Iterable[Batch], batch_size: int, generator: torch.Generator,
+                      group: int = LENGTH_GROUP_BATCHES) -> Iterator[Batch]:
+    """The rows of ``batches`` again, in batches of ``batch_size`` rows of similar sequence length.
+
+    Every ``group`` consecutive batches are pooled, sorted by length (ties in random order) and cut
+    into batches that come out in random order, as Hugging Face's ``group_by_length`` does with its
+    mega-batches. Each batch then costs what its longest row needs (the encoder cuts trailing
+    padding), not the model's positions; the rows and the number of batches stay the same.
+    """
+    pending: list[Batch] = []
+    for batch in batches:
+        pending.append(batch)
+        if len(pending) == group:
+            yield from _regroup(pending, batch_size, generator)
+            pending = []
+    if pending:
+        yield from _regroup(pending, batch_size, generator)
+
+
+def _regroup(batches: list[Batch], batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    pooled = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+    rows = pooled[SEQUENCE_COLUMN].shape[0]
+    tie_break = torch.randperm(rows, generator=generator)
+    order = torch.argsort(sequence_lengths(pooled[SEQUENCE_COLUMN]) * rows + tie_break)
+    chunks = list(torch.split(order, batch_size))
+    for i in torch.randperm(len(chunks), generator=generator).tolist():
+        yield {key: value[chunks[i]] for key, value in pooled.items()}
 
 
 def parquet_url(path: str) -> str:

@@ -50,6 +50,7 @@ from propensity.models.encoder import (
     new_encoder_from,
     positions_of,
     save_encoder,
+    trim_padding,
 )
 from propensity.models.metrics import log_loss, roc_auc
 from propensity.models.network import (
@@ -333,7 +334,8 @@ def _train_epochs(ctx: _Ctx, job: PretrainJob | FinetuneJob, model: torch.nn.Mod
     trainable = [p for g in params for p in g["params"]]
     progress = _Progress(ctx, job.stage, epochs, steps, train.batch_size, train.log_every_steps)
     wrapped = _wrap(model, ctx)
-    with job.data.loader(ctx.rank, ctx.world, train.batch_size, None, train.workers_count, train.seed) as dl:
+    with job.data.loader(ctx.rank, ctx.world, train.batch_size, None, train.workers_count, train.seed,
+                         group_by_length=train.group_by_length) as dl:
         batches = iter(dl)
         for epoch in range(epochs):
             wrapped.train()
@@ -388,9 +390,10 @@ def _mask_validation(ctx: _Ctx, job: PretrainJob, objective: MaskedEventObjectiv
     generator = torch.Generator().manual_seed(job.train.seed + 7919 * (ctx.rank + 1))
     loss_sum = correct = items = batches = 0.0
     with torch.no_grad(), job.validation.loader(ctx.rank, ctx.world, job.train.batch_size, 1,
-                                                job.train.workers_count, shuffle=False) as dl:
+                                                job.train.workers_count, shuffle=False,
+                                                group_by_length=job.train.group_by_length) as dl:
         for batch in dl:
-            ids = positions_of(batch[SEQUENCE_COLUMN])
+            ids = trim_padding(positions_of(batch[SEQUENCE_COLUMN]))
             masked = mask_events(ids, job.train.mask_probability, generator).masked
             with ctx.autocast():
                 loss, right, known = objective(ids.to(ctx.device), masked.to(ctx.device))
@@ -424,7 +427,7 @@ def pretrain_fn(job: PretrainJob) -> dict[str, Any]:
         best: dict[str, Any] = {"epoch": 0, "loss": math.inf, "state": None}
 
         def step_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-            ids = positions_of(batch[SEQUENCE_COLUMN])
+            ids = trim_padding(positions_of(batch[SEQUENCE_COLUMN]))
             masked = mask_events(ids, job.train.mask_probability, generator).masked
             with ctx.autocast():
                 loss, _, _ = model(ids.to(ctx.device), masked.to(ctx.device))
@@ -544,7 +547,7 @@ def _finetune_validation(ctx: _Ctx, job: FinetuneJob, model: torch.nn.Module
     if job.validation is None:
         return {}, {}, {}
     with job.validation.loader(ctx.rank, ctx.world, job.train.batch_size, 1, job.train.workers_count,
-                               shuffle=False) as dl:
+                               shuffle=False, group_by_length=job.train.group_by_length) as dl:
         part = predict_parts(model, dl, ctx.device, ctx.autocast)
     parts = _gather(ctx, part)
     merged = {k: np.concatenate([p[k] for p in parts]) for k in part}

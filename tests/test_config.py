@@ -56,6 +56,7 @@ def test_platform_list_is_validated_and_indexable() -> None:
     ("teacher.num_heads=3", r"teacher.hidden_size=128 is not divisible by teacher.num_heads=3"),
     ("student.activation=tanh", r"student.activation='tanh' is unknown; use one of gelu, relu"),
     ("student.max_length=1", r"student.max_length=1 must be in \[2, 4096\]"),
+    ("training.pretrain_sampled_classes=-1", r"training.pretrain_sampled_classes=-1 must be >= 0 \(0: the full"),
     ("training.transfer_mode=partial", r"training.transfer_mode='partial' is unknown; use one of head, full"),
     ("distill.alpha=1.5", r"distill.alpha=1.5 must be in \[0, 1\]"),
     ("distill.temperature=0", r"distill.temperature=0.0 must be in \(0, 100\], e.g. 2.0"),

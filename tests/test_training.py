@@ -30,7 +30,7 @@ from propensity.core.schema import DOUBLE_FEATURES, EVENT_TYPES, FEATURE_COLUMNS
 from propensity.core.sequence import FIELD_SIZES, FIELDS, SEQUENCE_COLUMN, TARGET_TYPE
 from propensity.core.tables import ensure_table
 from propensity.core.tracking import client, setup_mlflow
-from propensity.models.encoder import EventEncoder, bert_config, mask_events, save_encoder
+from propensity.models.encoder import EventEncoder, MaskedEventObjective, bert_config, mask_events, save_encoder
 from propensity.models.network import (
     FeatureStats,
     PropensityModel,
@@ -192,6 +192,39 @@ def test_mask_events_never_masks_the_target_or_padding() -> None:
     assert mask_events(empty, 0.5).masked.sum() == 0
     one = mask_events(ids[:1], 0.0).masked
     assert one.sum() == 1  # at least one event per batch
+
+
+def test_the_sampled_softmax_scores_each_true_item_among_the_drawn_ones_and_validation_the_full_one() -> None:
+    rng = np.random.default_rng(3)
+    ids = torch.tensor(np.stack([sequence(rng, "shop", ["view", "cart", "view", "purchase", "view"], 8)
+                                 for _ in range(16)])).long().view(16, 8, FIELDS)
+    masked = mask_events(ids, 0.5, torch.Generator().manual_seed(2)).masked
+    torch.manual_seed(0)
+    objective = MaskedEventObjective(tiny_encoder(dropout=0.0), sampled_classes=64)
+    full = MaskedEventObjective(objective.encoder, sampled_classes=0)
+    full.transform = objective.transform
+    objective.eval()
+    full.eval()
+    with torch.no_grad():  # validation: the full softmax whatever the setting
+        assert torch.equal(objective(ids, masked)[0], full(ids, masked)[0])
+
+    table = objective.encoder.embedding.table("item").weight
+    states = torch.randn(5, table.shape[1])
+    truth = torch.tensor([7, 7, 300, 9000, 16383])
+    objective.train()
+    torch.manual_seed(5)
+    logits, target = objective._scores(states, truth, objective.encoder.embedding.table("item"))
+    torch.manual_seed(5)
+    drawn = torch.randint(1, FIELD_SIZES["item"], (64,))
+    candidates = torch.unique(torch.cat([truth, drawn]))
+    assert logits.shape == (5, len(candidates)) and len(candidates) <= 5 + 64
+    assert candidates[target].tolist() == truth.tolist()  # each row's target is its own item
+    torch.testing.assert_close(logits, states @ table[candidates].detach().t())
+    loss, _, _ = objective(ids, masked)
+    loss.backward()
+    assert table.grad is not None and table.grad.abs().sum() > 0
+    small = objective.encoder.embedding.table("type")  # fewer ids than sampled_classes: all of them
+    assert objective._scores(states[:, :], torch.tensor([1, 2, 1, 2, 1]), small)[0].shape == (5, small.weight.shape[0])
 
 
 def _write_parquet(path: Path, columns: dict[str, np.ndarray], files: int = 2) -> str:

@@ -10,7 +10,8 @@ a few dozen to a hundred positions, items by identity, time gaps, event ages and
 
 :class:`MaskedEventObjective` pretrains it without labels: a share of the event positions is
 replaced by a learned *mask* embedding and the encoder predicts those events' item, category
-and type (output weights tied to the input embedding tables).
+and type (output weights tied to the input embedding tables; the item's 16k ids through a sampled
+softmax in training, the full one in validation).
 """
 
 from __future__ import annotations
@@ -188,11 +189,18 @@ class MaskedEventObjective(nn.Module):
     ``forward(ids, masked)`` returns ``(mean cross-entropy over the predicted fields, correct item
     predictions, masked positions with a known item)``; the output layers share their weights with
     the input embeddings, and unknown values (id 0) are not predicted.
+
+    With ``sampled_classes`` > 0, a field with more ids than that is scored in training against a
+    sampled softmax: the batch's true ids plus ``sampled_classes`` ids drawn uniformly (one shared
+    candidate set, as in-batch negatives), so the output layer costs a fraction of the 16k-way
+    item softmax. In ``eval()`` mode every field is scored against all its ids, so the validation
+    loss and item accuracy are the full cross-entropy and comparable between settings.
     """
 
-    def __init__(self, encoder: EventEncoder) -> None:
+    def __init__(self, encoder: EventEncoder, sampled_classes: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
+        self.sampled_classes = sampled_classes
         hidden = encoder.config.hidden_size
         self.transform = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
 
@@ -208,15 +216,27 @@ class MaskedEventObjective(nn.Module):
         for name in PREDICTED_FIELDS:
             column = EVENT_FIELDS.index(name)
             known = truth[:, column] != 0
-            logits = picked[known] @ self.encoder.embedding.table(name).weight.float().t()
+            logits, target = self._scores(picked[known], truth[known, column], self.encoder.embedding.table(name))
             if known.any():
-                loss = loss + nn.functional.cross_entropy(logits, truth[known, column]) / len(PREDICTED_FIELDS)
+                loss = loss + nn.functional.cross_entropy(logits, target) / len(PREDICTED_FIELDS)
             else:
                 loss = loss + logits.sum() * 0.0
             if name == "item":
-                correct = (logits.argmax(-1) == truth[known, column]).sum()
+                correct = (logits.argmax(-1) == target).sum()
                 known_items = known.sum()
         return loss, correct, known_items
+
+    def _scores(self, states: torch.Tensor, truth: torch.Tensor,
+                table: nn.Embedding) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of ``states`` over the field's ids (or, sampled, over the candidate ids) and the target
+        index of each row in them."""
+        weight = table.weight.float()
+        classes = weight.shape[0]
+        if not self.training or self.sampled_classes <= 0 or classes <= self.sampled_classes:
+            return states @ weight.t(), truth
+        drawn = torch.randint(1, classes, (self.sampled_classes,), device=truth.device)
+        candidates = torch.unique(torch.cat([truth, drawn]))  # sorted, each id once
+        return states @ weight[candidates].t(), torch.searchsorted(candidates, truth)
 
 
 def describe(encoder: EventEncoder) -> dict[str, Any]:

@@ -101,6 +101,11 @@ class TrainSettings:
     warmup_fraction: float = option("Fraction of the steps with linear learning-rate warm-up.", default=0.06)
     mask_probability: float = option("Share of event positions masked for masked-event pretraining.",
                                      default=0.15)
+    pretrain_sampled_classes: int = option(
+        "Pretraining scores each masked event's item and category against the batch's true ids plus this many"
+        " uniformly drawn ones (a sampled softmax) instead of all their ids (16384 items, 4096 categories);"
+        " fields with at most this many ids, and the validation loss, use the full softmax. 0: the full softmax"
+        " everywhere.", default=2048)
     num_processes: int = option("TorchDistributor processes (one per GPU with use_gpu).", default=2)
     local_mode: bool = option("TorchDistributor local mode: processes on the driver; false: Spark barrier tasks.",
                              default=True)
@@ -131,6 +136,7 @@ class TrainSettings:
         within("training", self, "pretrain_min_delta", 0.0, 10.0)
         at_least("training", self, 0, "max_train_rows", "max_pretrain_rows", "max_eval_rows", "threads_per_process",
                  hint=" (0 means all rows / automatic)")
+        at_least("training", self, 0, "pretrain_sampled_classes", hint=" (0: the full softmax)")
         for key in ("learning_rate", "head_learning_rate"):
             within("training", self, key, 0.0, 1.0, low_open=True, high_open=True, example="1e-3")
         within("training", self, "mask_probability", 0.0, 1.0, low_open=True, high_open=True, example="0.15")

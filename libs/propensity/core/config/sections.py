@@ -172,7 +172,7 @@ def _default_lr_reg_params() -> list[float]:
 
 
 def _default_gbt_grid() -> list[list[int]]:
-    return [[30, 3], [60, 5]]
+    return [[20, 3], [30, 3]]
 
 
 @dataclass

@@ -421,7 +421,7 @@ def pretrain_fn(job: PretrainJob) -> dict[str, Any]:
     ctx = _init_process(job.train)
     try:
         torch.manual_seed(job.train.seed)
-        objective = MaskedEventObjective(_event_encoder(job)).to(ctx.device)
+        objective = MaskedEventObjective(_event_encoder(job), job.train.pretrain_sampled_classes).to(ctx.device)
         generator = torch.Generator().manual_seed(job.train.seed + 1000 * ctx.rank)
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"epoch": 0, "loss": math.inf, "state": None}

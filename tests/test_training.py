@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -41,7 +42,14 @@ from propensity.models.network import (
 )
 from propensity.models.registry import RegisteredModelVersion
 from propensity.stages.training.loaders import DataSource
-from propensity.stages.training.train_fn import FinetuneJob, _propensity_model, finetune_fn, job_from_json, job_to_json
+from propensity.stages.training.train_fn import (
+    FinetuneJob,
+    _propensity_model,
+    finetune_fn,
+    finetune_series_fn,
+    job_from_json,
+    job_to_json,
+)
 from propensity.stages.training.wide import LOGISTIC_C_GRID
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -316,6 +324,31 @@ def test_heads_keep_their_regression_and_weigh_the_deep_part_on_validation(tmp_p
         assert roc_auc(parts["labels"][rows, i], logits[rows, i]) == pytest.approx(kept[f"val_auc_{task}"], abs=1e-6)
 
 
+def test_a_series_trains_each_job_into_its_own_folder_in_order(tmp_path: Path) -> None:
+    """In-process: finetune_series_fn runs its jobs one after another and returns their summaries in
+    order; each folder holds the model of its own job (a head-mode and a full-mode run of one encoder)."""
+    url = _finetune_parquet(tmp_path)
+    torch.manual_seed(0)
+    save_encoder(tiny_encoder(), tmp_path / "encoder")
+    jobs = [FinetuneJob(feature_columns=["a", "b"],
+                        feature_stats={"columns": ["a", "b"], "mean": [0.0, 0.0], "std": [1.0, 1.0]},
+                        head_hidden_size=8, train=tiny_training(transfer_mode=mode, num_processes=1), epochs=1,
+                        data=DataSource(rows=96, parquet_url=url), out_dir=str(tmp_path / mode),
+                        transfer_mode=mode, init_encoder=str(tmp_path / "encoder"), stage=f"run_{mode}",
+                        extra_meta={"max_length": 16}) for mode in ("head", "full")]
+    results = finetune_series_fn(jobs)["results"]
+
+    assert [r["stage"] for r in results] == ["run_head", "run_full"]
+    assert [r["out_dir"] for r in results] == [str(tmp_path / "head"), str(tmp_path / "full")]
+    for result, mode in zip(results, ("head", "full"), strict=True):
+        saved = load_model(tmp_path / mode / "model")
+        assert read_model_meta(tmp_path / mode / "model")["transfer_mode"] == mode
+        assert parameter_fingerprint(saved.encoder) == result["encoder_fingerprint_after"]
+        assert (result["encoder_fingerprint_after"] == result["encoder_fingerprint_before"]) is (mode == "head")
+    with pytest.raises(ValueError, match="at least one job"):
+        finetune_series_fn([])
+
+
 def test_logistic_start_chooses_its_regularisation_on_validation_log_loss() -> None:
     from propensity.models.metrics import log_loss
     from propensity.models.network import fit_logistic
@@ -494,6 +527,45 @@ def test_finetune_adapts_to_the_target_platform(trained: Trained) -> None:
     assert load_model(adapted).deep_scales() == pytest.approx(kept["deep_scales"])
     assert float(run.data.params["finetune.wide_c.purchase"]) in LOGISTIC_C_GRID  # the source step's start
     assert not any(k.startswith("adapt.wide_c") for k in run.data.params)  # continued, not restarted
+
+
+@pytest.mark.slow
+def test_the_transfer_experiment_trains_every_arm_in_one_launch(trained: Trained, spark: SparkSession,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Source model first, then both arms of every fraction in a single TorchDistributor launch; each arm's
+    model starts where its arm says and its test AUCs are the ones logged to MLflow."""
+    from propensity.stages.training import fit
+    from propensity.stages.training.transfer import run_transfer_experiment
+
+    launches: list[str] = []
+    real = fit.run_distributed
+
+    def counted(fn: Any, job: Any, train: TrainSettings) -> dict[str, Any]:
+        launches.append(fn.__name__)
+        return real(fn, job, train)
+
+    monkeypatch.setattr(fit, "run_distributed", counted)
+    cfg = with_sizes(trained.cfg, tiny_training(target_platform="app", transfer_mode="head", epochs=1))
+    result = run_transfer_experiment(spark, cfg, fractions=(0.5, 1.0), plan=trained.plan)
+
+    assert launches == ["finetune_fn", "finetune_series_fn"]
+    arms = {(r.arm, r.fraction) for r in result.itertuples()}
+    assert arms == {("source_only", 0.0), ("transfer", 0.5), ("target_only", 0.5), ("transfer", 1.0),
+                    ("target_only", 1.0)}
+    assert all(tasks == sorted(TASKS) for tasks in result.groupby(["arm", "fraction"])["task"].apply(sorted))
+    assert set(result["test_rows"]) == {40}  # the fixture's app users on the test date
+    known = result[result["task"] != "click"]  # no click labels on app
+    assert known["auc"].between(0.0, 1.0).all() and result[result["task"] == "click"]["auc"].isna().all()
+    out = cfg.root / "checkpoints" / "teacher" / "transfer"
+    (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    for fraction in ("0.5", "1"):
+        assert read_model_meta(run_dir / f"transfer_{fraction}" / "model")["encoder_source"] == str(
+            run_dir / "source" / "model")
+        assert read_model_meta(run_dir / f"target_only_{fraction}" / "model")["encoder_source"].endswith("encoder")
+    (run,) = client(cfg).search_runs([client(cfg).get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
+                                     "tags.stage = 'transfer'")
+    for r in known.itertuples():
+        assert run.data.metrics[f"{r.arm}.{r.task}.auc.f{r.fraction:g}"] == pytest.approx(r.auc)
 
 
 @pytest.mark.slow

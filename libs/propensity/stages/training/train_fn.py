@@ -1,4 +1,5 @@
-"""The functions every training process runs: :func:`pretrain_fn` (MLM) and :func:`finetune_fn`.
+"""The functions every training process runs: :func:`pretrain_fn` (MLM) and :func:`finetune_fn`
+(:func:`finetune_series_fn`: several fine-tuning jobs, one after another, in one process group).
 
 They are importable and self-contained: everything they need comes in one picklable job
 (:class:`PretrainJob` / :class:`FinetuneJob`), they read rows through petastorm
@@ -635,6 +636,19 @@ def finetune_fn(job: FinetuneJob) -> dict[str, Any]:
             result["calibration"] = _calibrate(best.get("validation"), model_dir)
             (Path(job.out_dir) / "result.json").write_text(json.dumps(result, indent=1))
         return dict(_broadcast(ctx, result))
+    finally:
+        _close(ctx)
+
+
+def finetune_series_fn(jobs: list[FinetuneJob]) -> dict[str, Any]:
+    """:func:`finetune_fn` on each of ``jobs`` in turn, in one process group: the processes start and import
+    once for the whole series (on CPU that start costs about as much as a small run's training). Returns
+    ``{"results": [...]}``, each job's summary in order."""
+    if not jobs:
+        raise ValueError("finetune_series_fn needs at least one job")
+    ctx = _init_process(jobs[0].train)
+    try:
+        return {"results": [finetune_fn(job) for job in jobs]}
     finally:
         _close(ctx)
 

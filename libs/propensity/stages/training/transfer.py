@@ -4,7 +4,8 @@
 2. a *source* model is fine-tuned on the labels of every platform but the target;
 3. for each label fraction (e.g. 5%, 20%, 100% of the target's labelled train rows):
    *transfer* continues from the source model on that fraction of target labels, and
-   *target-only* starts from the pretrained encoder with new heads on the same rows;
+   *target-only* starts from the pretrained encoder with new heads on the same rows
+   (all arms in one TorchDistributor launch);
 4. both are scored on the target platform's test snapshot: AUC per task.
 
 The result (one row per fraction, arm and task) is printed, logged to an MLflow run
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from propensity.core.tracking import checkpoint_dir, setup_mlflow
 from propensity.models.metrics import roc_auc
 from propensity.models.pyfunc import PropensityPyfunc
 from propensity.stages.training.finetune import source_platforms
-from propensity.stages.training.fit import FitOutcome, FitSpec, fit_heads, training_rows
+from propensity.stages.training.fit import FitOutcome, FitSpec, fit_heads, fit_series, training_rows
 from propensity.stages.training.start import PretrainedEncoder, find_pretrained
 
 log = logging.getLogger(__name__)
@@ -67,14 +69,19 @@ def plot_auc(result: pd.DataFrame, target: str) -> Figure:
 
 
 def _arms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, start: PretrainedEncoder, source: FitOutcome,
-          fraction: float, out: Path) -> dict[str, FitOutcome]:
-    """Fine-tune both arms on ``fraction`` of the target's labelled train rows."""
+          fractions: Sequence[float], out: Path) -> list[tuple[str, float, FitOutcome]]:
+    """Fine-tune both arms on each fraction of the target's labelled train rows, all in one launch;
+    returns ``(arm, fraction, outcome)`` in fraction order."""
     target = str(cfg.training.target_platform)
-    with training_rows(spark, cfg, plan, [target], fraction) as rows:
-        return {"transfer": fit_heads(spark, cfg, rows, FitSpec("transfer", cfg.teacher, source.continued(),
-                                                                out / f"transfer_{fraction:g}")),
-                "target_only": fit_heads(spark, cfg, rows, FitSpec("target_only", cfg.teacher, start,
-                                                                   out / f"target_only_{fraction:g}"))}
+    with ExitStack() as stack:
+        runs, keys = [], []
+        for fraction in fractions:
+            rows = stack.enter_context(training_rows(spark, cfg, plan, [target], fraction))
+            runs += [(rows, FitSpec("transfer", cfg.teacher, source.continued(), out / f"transfer_{fraction:g}")),
+                     (rows, FitSpec("target_only", cfg.teacher, start, out / f"target_only_{fraction:g}"))]
+            keys += [("transfer", fraction), ("target_only", fraction)]
+        outcomes = fit_series(spark, cfg, runs)
+    return [(arm, fraction, outcome) for (arm, fraction), outcome in zip(keys, outcomes, strict=True)]
 
 
 def _scores(arm: str, fraction: float, outcome: FitOutcome, test_rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -114,9 +121,8 @@ def run_transfer_experiment(spark: SparkSession, cfg: Config, fractions: Sequenc
             source = fit_heads(spark, cfg, dataclasses.replace(rows, wide=rows.train),
                                FitSpec("source", cfg.teacher, start, out / "source"))
         records = _scores("source_only", 0.0, source, test_rows)
-        for fraction in fractions:
-            for arm, outcome in _arms(spark, cfg, plan, start, source, fraction, out).items():
-                records += _scores(arm, fraction, outcome, test_rows)
+        for arm, fraction, outcome in _arms(spark, cfg, plan, start, source, fractions, out):
+            records += _scores(arm, fraction, outcome, test_rows)
         result = pd.DataFrame(records)
         _log_result(result, target)
     return result

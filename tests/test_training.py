@@ -514,6 +514,40 @@ def test_finetune_registers_a_model_that_predicts_the_same_after_reload(trained:
 
 
 @pytest.mark.slow
+def test_the_sequence_only_teacher_trains_in_the_teachers_launch_and_logs_to_its_own_run(trained: Trained) -> None:
+    from propensity.models.registry import SEQUENCE_ONLY_MODEL_NAME
+
+    cfg, teacher = trained.cfg, trained.version
+    tracking = client(cfg)
+    (ablation,) = tracking.search_model_versions(f"name = '{SEQUENCE_ONLY_MODEL_NAME}'")
+    run = tracking.get_run(ablation.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["variant"] == "sequence_only"
+    assert [m.step for m in tracking.get_metric_history(run.info.run_id, "sequence_only_val_auc_purchase")] == [0, 1, 2]
+    assert not any(k.startswith("finetune_") for k in run.data.metrics)
+    assert not any(k.startswith("sequence_only") for k in tracking.get_run(teacher.run_id).data.metrics)
+    model_dir = cfg.root / "checkpoints" / "teacher" / "sequence_only" / run.info.run_id / "model"
+    assert read_model_meta(model_dir)["stage"] == "sequence_only"
+    assert load_model(model_dir).feature_columns == []
+    assert run.data.params["sequence_only.best_epoch"] in {"0", "1", "2"}
+
+
+def test_an_ablation_run_is_marked_failed_when_the_teacher_fails(make_config: Callable[..., Config],
+                                                                  tmp_path: Path) -> None:
+    from propensity.stages.training.finetune import _ablation_run
+
+    cfg = make_config(overrides=[f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                                 f"storage.root={tmp_path}"])
+    experiment_id = setup_mlflow(cfg)
+    with pytest.raises(RuntimeError, match="teacher failed"), _ablation_run(cfg, experiment_id) as run_id:
+        assert run_id is not None and client(cfg).get_run(run_id).info.status == "RUNNING"
+        raise RuntimeError("teacher failed")
+    assert client(cfg).get_run(run_id).info.status == "FAILED"
+    off = dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, ablations=False))
+    with _ablation_run(off, experiment_id) as none:
+        assert none is None
+
+
+@pytest.mark.slow
 def test_finetune_adapts_to_the_target_platform(trained: Trained) -> None:
     cfg, version = trained.cfg, trained.version
     run = client(cfg).get_run(version.run_id)

@@ -13,8 +13,9 @@ features and keeps it (:mod:`~propensity.stages.training.wide`); after each epoc
 task's deep part gets a weight in [0, 1] chosen on validation, and the starting point
 competes with every epoch for "best on validation".
 The result is logged as a pyfunc model and registered as ``propensity_teacher`` (a new
-version each run). With ``evaluation.ablations`` a second teacher is trained the same way but
-without the aggregate features and registered as ``propensity_teacher_sequence_only``:
+version each run). With ``evaluation.ablations`` a second teacher is trained the same way (in the
+same TorchDistributor launch, logged to a run of its own) but without the aggregate features and
+registered as ``propensity_teacher_sequence_only``:
 ``propensity evaluate`` reports it next to the teacher's features-only part, so a user sees
 what the encoder adds on their own data.
 """
@@ -22,6 +23,8 @@ what the encoder adds on their own data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import mlflow
 from pyspark.sql import SparkSession
@@ -30,7 +33,14 @@ from propensity.core.config import Config
 from propensity.core.datasets import SnapshotPlan, examples, training_plan
 from propensity.core.errors import DataNotReadyError
 from propensity.core.schema import FEATURE_COLUMNS
-from propensity.core.tracking import checkpoint_dir, log_params, log_resolved_config, setup_mlflow, stored_path
+from propensity.core.tracking import (
+    checkpoint_dir,
+    client,
+    log_params,
+    log_resolved_config,
+    setup_mlflow,
+    stored_path,
+)
 from propensity.models.pyfunc import input_example, log_pyfunc_model
 from propensity.models.registry import (
     SEQUENCE_ONLY_MODEL_NAME,
@@ -38,7 +48,15 @@ from propensity.models.registry import (
     RegisteredModelVersion,
     registered_name,
 )
-from propensity.stages.training.fit import FitOutcome, FitSpec, fit_heads, log_selection, training_rows
+from propensity.stages.training.fit import (
+    FitOutcome,
+    FitSpec,
+    TrainingRows,
+    fit_heads,
+    fit_series,
+    log_selection,
+    training_rows,
+)
 from propensity.stages.training.start import PretrainedEncoder, find_pretrained
 
 log = logging.getLogger(__name__)
@@ -81,40 +99,57 @@ def run_finetune(spark: SparkSession, cfg: Config, plan: SnapshotPlan | None = N
     plan = plan or training_plan(spark, cfg)
     start = find_pretrained(cfg, cfg.teacher)
     sources = source_platforms(spark, cfg, plan)
-    setup_mlflow(cfg)
-    with (training_rows(spark, cfg, plan, sources) as rows,
-          mlflow.start_run(run_name="teacher-finetune", tags={"stage": "finetune", "model": "teacher"}) as run):
-        _log_run_inputs(cfg, plan, start, sources)
-        mlflow.log_param("finetune.rows", rows.train.count())
-        out = checkpoint_dir(cfg, "teacher", "finetune", run.info.run_id)
-        outcome = fit_heads(spark, cfg, rows, FitSpec("finetune", cfg.teacher, start, out, run_id=run.info.run_id))
-        log_selection("finetune", outcome)
-        if cfg.training.target_platform:
-            outcome = _adapt(spark, cfg, plan, outcome, run.info.run_id)
-            log_selection("adapt", outcome)
-        mlflow.log_metric("finetune_samples_per_s", float(outcome.result["samples_per_s"]))
-        example = input_example(rows.example(), list(FEATURE_COLUMNS))
-        version = log_pyfunc_model(outcome.model_dir, outcome.stats_path, example,
-                                   registered_name(cfg, TEACHER_MODEL_NAME))
-    log.info("registered %s version %s (run %s)", version.name, version.version, version.run_id)
-    if cfg.evaluation.ablations:
-        _sequence_only(spark, cfg, plan, start, sources)
+    experiment_id = setup_mlflow(cfg)
+    with (_ablation_run(cfg, experiment_id) as ablation_id, training_rows(spark, cfg, plan, sources) as rows):
+        with mlflow.start_run(run_name="teacher-finetune", tags={"stage": "finetune", "model": "teacher"}) as run:
+            _log_run_inputs(cfg, plan, start, sources)
+            mlflow.log_param("finetune.rows", rows.train.count())
+            out = checkpoint_dir(cfg, "teacher", "finetune", run.info.run_id)
+            specs = [FitSpec("finetune", cfg.teacher, start, out, run_id=run.info.run_id)]
+            if ablation_id is not None:  # trained in the same launch, logged to its own run
+                specs.append(FitSpec("sequence_only", cfg.teacher, start,
+                                     checkpoint_dir(cfg, "teacher", "sequence_only", ablation_id),
+                                     run_id=ablation_id, with_features=False))
+            outcome, *ablation = fit_series(spark, cfg, [(rows, spec) for spec in specs])
+            log_selection("finetune", outcome)
+            if cfg.training.target_platform:
+                outcome = _adapt(spark, cfg, plan, outcome, run.info.run_id)
+                log_selection("adapt", outcome)
+            mlflow.log_metric("finetune_samples_per_s", float(outcome.result["samples_per_s"]))
+            version = log_pyfunc_model(outcome.model_dir, outcome.stats_path,
+                                       input_example(rows.example(), list(FEATURE_COLUMNS)),
+                                       registered_name(cfg, TEACHER_MODEL_NAME))
+        log.info("registered %s version %s (run %s)", version.name, version.version, version.run_id)
+        if ablation_id is not None:
+            _register_sequence_only(cfg, ablation_id, ablation[0], rows)
     return version
 
 
-def _sequence_only(spark: SparkSession, cfg: Config, plan: SnapshotPlan, start: PretrainedEncoder,
-                   sources: list[str]) -> RegisteredModelVersion:
+@contextmanager
+def _ablation_run(cfg: Config, experiment_id: str) -> Iterator[str | None]:
+    """The sequence-only ablation's MLflow run (None without ``evaluation.ablations``): created first, so
+    that it trains in the teacher's launch, and completed by :func:`_register_sequence_only`; marked
+    FAILED when anything before that raises."""
+    if not cfg.evaluation.ablations:
+        yield None
+        return
+    tracking = client(cfg)
+    run = tracking.create_run(experiment_id, run_name="teacher-sequence-only",
+                              tags={"stage": "finetune", "model": "teacher", "variant": "sequence_only"})
+    try:
+        yield run.info.run_id
+    except BaseException:
+        tracking.set_terminated(run.info.run_id, "FAILED")
+        raise
+
+
+def _register_sequence_only(cfg: Config, run_id: str, outcome: FitOutcome, rows: TrainingRows
+                            ) -> RegisteredModelVersion:
     """The ablation: the teacher trained the same way without aggregate features, registered on its own."""
-    with (training_rows(spark, cfg, plan, sources) as rows,
-          mlflow.start_run(run_name="teacher-sequence-only", tags={"stage": "finetune", "model": "teacher",
-                                                                   "variant": "sequence_only"}) as run):
+    with mlflow.start_run(run_id=run_id):
         log_params("training", cfg.training.to_dict())
-        out = checkpoint_dir(cfg, "teacher", "sequence_only", run.info.run_id)
-        outcome = fit_heads(spark, cfg, rows, FitSpec("sequence_only", cfg.teacher, start, out, run_id=run.info.run_id,
-                                                      with_features=False))
         log_selection("sequence_only", outcome)
-        example = input_example(rows.example(), [])
-        version = log_pyfunc_model(outcome.model_dir, outcome.stats_path, example,
+        version = log_pyfunc_model(outcome.model_dir, outcome.stats_path, input_example(rows.example(), []),
                                    registered_name(cfg, SEQUENCE_ONLY_MODEL_NAME))
     log.info("registered %s version %s (the sequence-only ablation)", version.name, version.version)
     return version

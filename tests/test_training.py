@@ -349,6 +349,23 @@ def test_a_series_trains_each_job_into_its_own_folder_in_order(tmp_path: Path) -
         finetune_series_fn([])
 
 
+def test_a_series_refuses_a_run_that_continues_from_another_of_it(spark: SparkSession, tmp_path: Path,
+                                                                   make_config: Callable[..., Config]) -> None:
+    from propensity.stages.training.fit import FitSpec, TrainingRows, fit_series
+    from propensity.stages.training.start import ContinueFrom, NewEncoder
+
+    cfg = make_config()
+    rows = TrainingRows(spark.range(1), None)
+    first = FitSpec("source", TINY, NewEncoder(TINY), tmp_path / "source")
+    continued = ContinueFrom(tmp_path / "source" / "model", FeatureStats([], [], []))
+    second = FitSpec("adapt", TINY, continued, tmp_path / "adapt")
+    with pytest.raises(ValueError, match="run 'adapt' continues from another run of the same series"):
+        fit_series(spark, cfg, [(rows, first), (rows, second)])
+    with pytest.raises(ValueError, match="at least one run"):
+        fit_series(spark, cfg, [])
+    assert not (tmp_path / "source").exists()  # refused before anything was written
+
+
 def test_logistic_start_chooses_its_regularisation_on_validation_log_loss() -> None:
     from propensity.models.metrics import log_loss
     from propensity.models.network import fit_logistic

@@ -127,6 +127,12 @@ def fit_series(spark: SparkSession, cfg: Config, runs: Sequence[tuple[TrainingRo
     CPU); a spec must not start from another's output. Returns the outcomes in order."""
     if not runs:
         raise ValueError("fit_series needs at least one run")
+    outputs = {spec.out_dir / MODEL_DIR for _, spec in runs}
+    chained = [spec.stage for _, spec in runs
+               if isinstance(spec.start, ContinueFrom) and spec.start.model_dir in outputs]
+    if chained:
+        raise ValueError(f"fit_series: run {chained[0]!r} continues from another run of the same series;"
+                         " fit the runs it depends on first")
     prepared = [_prepare(cfg, rows, spec) for rows, spec in runs]
     train = cfg.training
     frames = [frame for run in prepared for frame in run.frames]

@@ -137,7 +137,8 @@ def fit_series(spark: SparkSession, cfg: Config, runs: Sequence[tuple[TrainingRo
     train = cfg.training
     frames = [frame for run in prepared for frame in run.frames]
     with data.converters(spark, cfg, frames, train.num_processes, train.seed) as sources:
-        jobs = [run.job(cfg, sources[2 * i], sources[2 * i + 1]) for i, run in enumerate(prepared)]
+        jobs = [run.job(cfg, source, validation)
+                for run, source, validation in zip(prepared, sources[::2], sources[1::2], strict=True)]
         if len(jobs) == 1:
             results = [run_distributed(finetune_fn, jobs[0], train)]
         else:

@@ -73,11 +73,12 @@ def _arms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, start: Pretraine
     """Fine-tune both arms on each fraction of the target's labelled train rows, all in one launch;
     returns ``(arm, fraction, outcome)`` in fraction order."""
     target = str(cfg.training.target_platform)
+    continued = source.continued()
     with ExitStack() as stack:
         runs, keys = [], []
         for fraction in fractions:
             rows = stack.enter_context(training_rows(spark, cfg, plan, [target], fraction))
-            runs += [(rows, FitSpec("transfer", cfg.teacher, source.continued(), out / f"transfer_{fraction:g}")),
+            runs += [(rows, FitSpec("transfer", cfg.teacher, continued, out / f"transfer_{fraction:g}")),
                      (rows, FitSpec("target_only", cfg.teacher, start, out / f"target_only_{fraction:g}"))]
             keys += [("transfer", fraction), ("target_only", fraction)]
         outcomes = fit_series(spark, cfg, runs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["maintain", "--set", "maintenance.vacuum_retain_hours=-1"],
          r"maintenance.vacuum_retain_hours=-1 must be >= 0"),
         (["sql", "SELEC 1"], "query failed: .*PARSE_SYNTAX_ERROR"),
+        (["sql", "SELECT no_such_column"], "query failed: .*UNRESOLVED_COLUMN.* `no_such_column` cannot be resolved"),
         (["sql", "DROP TABLE events"],
          "propensity sql only reads: DropTable changes data or state and was not run; an operator can run it with"
          " --allow-writes$"),
@@ -115,6 +117,17 @@ def _verb_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["config", "--set", "training.epochs=0"], r"training.epochs=0 must be >= 1"),
         (["demo", "--root", str(not_a_demo)], "PROPENSITY_PSEUDONYM_KEY is not set, so the demo's publish step"),
     ]
+
+
+def _pyspark_logs_to_captured_stderr() -> None:
+    """pyspark logs each JVM exception it converts through handlers bound to the stderr of their first use
+    (maybe an earlier test's): point them at this test's, so that a leaked stack trace shows."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        for handler in PySparkLogger.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
 
 
 def test_every_verb_fails_with_one_line_and_exit_code_2(spark: object, make_config: Callable[..., Config],
@@ -132,6 +145,7 @@ def test_every_verb_fails_with_one_line_and_exit_code_2(spark: object, make_conf
               "--set", f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"]
     cases = _verb_cases(tmp_path)
     assert {args[0] for args, _ in cases} == set(VERBS)
+    _pyspark_logs_to_captured_stderr()
     for args, message in cases:
         code = main([*args, *common])
         err = capsys.readouterr().err

@@ -371,6 +371,12 @@ def _quiet_libraries(verbose: bool) -> None:
         # petastorm logs every cache materialisation; mlflow.pyfunc warns about env_manager="local".
         for name in ("petastorm", "mlflow.pyfunc", "mlflow.models"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # pyspark logs every JVM exception it converts, with the JVM's stack trace, through handlers of its
+        # own; the CLI reports the ones a user causes in one line (and their cause with -v).
+        from pyspark.logger import PySparkLogger
+
+        for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+            PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def entry(verb: str) -> Callable[[], None]:

@@ -27,7 +27,14 @@ from propensity.core.tracking import client, setup_mlflow
 from propensity.models.metrics import average_precision, binary_metrics, roc_auc
 from propensity.models.metrics import log_loss as our_log_loss
 from propensity.models.registry import resolve_version
-from propensity.stages.evaluation.evaluate import run_evaluate, score_model
+from propensity.stages.evaluation.evaluate import (
+    COUNTS_ROW,
+    Scored,
+    format_comparison,
+    intervals,
+    run_evaluate,
+    score_model,
+)
 from propensity.stages.evaluation.plots import calibration_points, roc_points
 from propensity.stages.evaluation.results import (
     log_plots,
@@ -226,6 +233,39 @@ def test_paired_bootstrap_interval_of_an_auc_difference() -> None:
     flipped_low, flipped_high = paired_auc_difference(y, signal, better, rounds=200, seed=3)
     assert (flipped_low, flipped_high) == pytest.approx((-high, -low))
     assert all(np.isnan(v) for v in paired_auc_difference(np.zeros(10), np.ones(10), np.ones(10)))
+
+
+def test_each_model_is_compared_with_the_best_baseline_of_its_segment_and_task() -> None:
+    """Per (segment, task) the baseline with the best test AUC; differences, counts and the printed table."""
+    rows = _hand_made().assign(user_id=lambda f: [f"u{i}" for i in range(len(f))])
+    rng = np.random.default_rng(5)
+    weak = rows.assign(purchase_score=rng.random(len(rows)))  # noise: loses to the informed one overall
+    informed = rows.assign(purchase_score=np.clip(rows["purchase_score"] + rng.normal(0, 0.3, len(rows)), 0, 1))
+    model = Scored("m", "full", "1", "models:/m/1", rows)
+    comparison, by_key = intervals([model], {"weak": weak, "informed": informed}, rounds=50, seed=1)
+
+    test = rows[rows["split"] == "test"]
+    for segment, part in (("all", test), ("cold_start", test[test["cold_start"]])):
+        known = part[part["label_purchase"].notna()]
+        aucs = {n: roc_auc_score(known["label_purchase"], f.set_index("user_id").loc[known["user_id"],
+                                                                                     "purchase_score"])
+                for n, f in (("weak", weak), ("informed", informed))}
+        best = max(aucs, key=lambda n: aucs[n])
+        found = by_key[("m", "full", segment, "purchase")]
+        assert found["baseline"] == best
+        assert found["diff"] == pytest.approx(roc_auc_score(known["label_purchase"], known["purchase_score"])
+                                              - aucs[best])
+        assert found["low"] <= found["diff"] <= found["high"]
+        assert (found["rows"], found["positives"]) == (len(known), int(known["label_purchase"].sum()))
+    click = by_key[("m", "full", "all", "click")]
+    assert (click["rows"], click["positives"]) == (30, int(test["label_click"].sum()))  # shop rows only
+
+    printed = format_comparison(comparison).splitlines()
+    counts = [line for line in printed if line.startswith(COUNTS_ROW)]
+    assert len(counts) == 1  # its segment rows follow without the label repeated
+    purchase = by_key[("m", "full", "cold_start", "purchase")]
+    assert any(line.split()[0] == "cold_start" and f"{purchase['rows']} / {purchase['positives']}" in line
+               for line in printed)
 
 
 def test_plots_need_an_active_run() -> None:

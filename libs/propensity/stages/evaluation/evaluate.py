@@ -118,12 +118,20 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
+#: Label of the comparison table's rows that give each segment's test rows and positives.
+COUNTS_ROW = "(test rows / positives)"
+
+
 def format_comparison(comparison: pd.DataFrame) -> str:
-    """``model  segment  task: auc (diff [low, high])`` as a table, one row per model and segment."""
+    """``model  segment  task: auc (diff [low, high])`` as a table, one row per model and segment, after one
+    row per segment with its labelled test rows and positives (an AUC of few positives says little)."""
     cells = comparison.assign(cell=[
         f"{r.auc:.4f} ({r.diff:+.4f} [{r.low:+.4f}, {r.high:+.4f}])" if math.isfinite(r.diff) else f"{r.auc:.4f}"
         for r in comparison.itertuples()])
-    table = cells.pivot_table(index=["model", "segment"], columns="task", values="cell", aggfunc="first")
+    counts = comparison.drop_duplicates(["segment", "task"]).assign(
+        model=COUNTS_ROW, cell=lambda f: [f"{r} / {p}" for r, p in zip(f["rows"], f["positives"], strict=True)])
+    table = pd.concat([counts, cells]).pivot_table(index=["model", "segment"], columns="task", values="cell",
+                                                   aggfunc="first", sort=False)
     return table.reindex(columns=list(TASKS)).to_string()
 
 
@@ -204,8 +212,8 @@ def intervals(scored: list[Scored], baseline_rows: dict[str, pd.DataFrame], roun
               ) -> tuple[pd.DataFrame, dict[tuple[str, str, str, str], dict[str, Any]]]:
     """Paired bootstrap intervals of each model's test AUC minus the best baseline's (all platforms).
 
-    :returns: a comparison frame (model, segment, task, auc, diff, low, high, baseline) and the same per
-        ``(model name, variant, segment, task)`` for the ``model_evaluations`` rows.
+    :returns: a comparison frame (model, segment, task, rows, positives, auc, diff, low, high, baseline) and
+        the same per ``(model name, variant, segment, task)`` for the ``model_evaluations`` rows.
     """
     best = _best_baselines(baseline_rows)
     records: list[dict[str, Any]] = []
@@ -222,8 +230,9 @@ def intervals(scored: list[Scored], baseline_rows: dict[str, pd.DataFrame], roun
                 auc = roc_auc(y, p) if known.any() else float("nan")
                 diff = auc - roc_auc(y, q) if known.any() else float("nan")
                 low, high = paired_auc_difference(y, p, q, rounds, seed) if known.any() else (math.nan, math.nan)
-                row = {"model": model.label, "segment": segment, "task": task, "auc": auc, "diff": diff,
-                       "low": low, "high": high, "baseline": baseline}
+                row = {"model": model.label, "segment": segment, "task": task, "rows": int(known.sum()),
+                       "positives": int(y.sum()), "auc": auc, "diff": diff, "low": low, "high": high,
+                       "baseline": baseline}
                 records.append(row)
                 by_key[(model.name, model.variant, segment, task)] = row
     return pd.DataFrame(records), by_key

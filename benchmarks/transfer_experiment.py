@@ -23,7 +23,7 @@ from propensity.core.spark import get_spark
 from propensity.stages.features import ensure_snapshots
 from propensity.stages.training.pretrain import run_pretrain
 from propensity.stages.training.start import latest_pretrained
-from propensity.stages.training.transfer import DEFAULT_FRACTIONS, run_transfer_experiment
+from propensity.stages.training.transfer import DEFAULT_FRACTIONS, format_transfer, run_transfer_experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrain or latest_pretrained(cfg) is None:
         print(f"pretrained encoder: {run_pretrain(spark, cfg)}")
     result = run_transfer_experiment(spark, cfg, fractions, plan)
-    table = result.pivot_table(index=["arm", "fraction"], columns="task", values="auc").round(4)
     print(f"\ntest AUC on {args.target} ({cfg.training.transfer_mode} mode, {time.perf_counter() - start:.0f}s):")
-    print(table.to_string())
+    print(format_transfer(result))
     return 0
 
 

@@ -366,6 +366,44 @@ def test_a_series_refuses_a_run_that_continues_from_another_of_it(spark: SparkSe
     assert not (tmp_path / "source").exists()  # refused before anything was written
 
 
+def test_transfer_arms_are_compared_with_source_only_and_the_largest_target_only_on_the_same_rows() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from propensity.stages.training.transfer import compare_arms, format_transfer
+
+    rng = np.random.default_rng(3)
+    rows = pd.DataFrame({"label_purchase": (rng.random(300) < 0.3).astype(float), "label_click": np.nan,
+                         "label_churn": (rng.random(300) < 0.5).astype(float)})
+
+    def scores(noise: float) -> pd.DataFrame:
+        return pd.DataFrame({t: rows[f"label_{t}"].fillna(0) + rng.normal(0, noise, len(rows)) for t in TASKS})
+
+    keys = [("source_only", 0.0), ("transfer", 0.5), ("target_only", 0.5), ("transfer", 1.0), ("target_only", 1.0)]
+    probs = {key: scores(noise) for key, noise in zip(keys, (1.0, 0.8, 1.5, 0.5, 1.2), strict=True)}
+    result = compare_arms(probs, rows, rounds=100, seed=1).set_index(["arm", "fraction", "task"])
+
+    def auc(key: tuple[str, float], task: str) -> float:
+        return float(roc_auc_score(rows[f"label_{task}"], probs[key][task]))
+
+    for arm, fraction in keys:
+        for task in ("purchase", "churn"):
+            r = result.loc[(arm, fraction, task)]
+            assert r["auc"] == pytest.approx(auc((arm, fraction), task))
+            assert r["vs_source_only"] == pytest.approx(r["auc"] - auc(("source_only", 0.0), task))
+            assert r["vs_target_only_largest"] == pytest.approx(r["auc"] - auc(("target_only", 1.0), task))
+            assert r["vs_source_only_low"] <= r["vs_source_only"] <= r["vs_source_only_high"]
+            assert (r["labelled"], r["positives"]) == (300, int(rows[f"label_{task}"].sum()))
+    assert (result.loc[("source_only", 0.0, "purchase"), ["vs_source_only_low", "vs_source_only_high"]] == 0).all()
+    assert result.loc[("transfer", 1.0, "churn"), "vs_target_only_largest_low"] > 0  # noise 0.5 vs 1.2: clear
+    assert result.xs("click", level="task")[["auc", "vs_source_only", "vs_source_only_low"]].isna().all().all()
+
+    printed = format_transfer(result.reset_index())
+    assert "transfer minus source-only (paired bootstrap 95% interval):" in printed
+    purchase = result.loc[("transfer", 0.5, "purchase")]
+    assert f"{purchase['vs_target_only_largest']:+.4f} [{purchase['vs_target_only_largest_low']:+.4f}," in printed
+    assert f"purchase 300 / {int(rows['label_purchase'].sum())}, click 0 / 0" in printed
+
+
 def test_logistic_start_chooses_its_regularisation_on_validation_log_loss() -> None:
     from propensity.models.metrics import log_loss
     from propensity.models.network import fit_logistic
@@ -605,6 +643,9 @@ def test_the_transfer_experiment_trains_every_arm_in_one_launch(trained: Trained
                     ("target_only", 1.0)}
     assert all(tasks == sorted(TASKS) for tasks in result.groupby(["arm", "fraction"])["task"].apply(sorted))
     assert set(result["test_rows"]) == {40}  # the fixture's app users on the test date
+    source = result[result["arm"] == "source_only"].set_index("task")["auc"]
+    for r in result[result["task"] != "click"].itertuples():
+        assert r.vs_source_only == pytest.approx(r.auc - source[r.task])
     known = result[result["task"] != "click"]  # no click labels on app
     assert known["auc"].between(0.0, 1.0).all() and result[result["task"] == "click"]["auc"].isna().all()
     out = cfg.root / "checkpoints" / "teacher" / "transfer"

@@ -32,7 +32,7 @@ from propensity.stages.scoring.score import ScoreResult, score_snapshot
 from propensity.stages.training.distill import run_distill
 from propensity.stages.training.finetune import run_finetune
 from propensity.stages.training.pretrain import run_pretrain
-from propensity.stages.training.transfer import run_transfer_experiment
+from propensity.stages.training.transfer import format_transfer, run_transfer_experiment
 
 MARKER = ".propensity-demo"
 
@@ -134,9 +134,8 @@ def _train_and_evaluate(spark: SparkSession, cfg: Config, plan: SnapshotPlan, tr
                       " 1 epoch per arm) vs target-only")
         experiment = replace(cfg, training=replace(cfg.training, target_platform=target, transfer_mode="head", epochs=1,
                                                    source_platforms=[]))
-        result = run_transfer_experiment(spark, experiment, plan=plan)
-        table = result.pivot_table(index=["arm", "fraction"], columns="task", values="auc").round(4)
-        print(table.to_string())
+        table = run_transfer_experiment(spark, experiment, plan=plan)
+        print(format_transfer(table))
         print(f"({time.perf_counter() - start:.0f}s)")
     return DemoResults(report, table)
 
@@ -207,7 +206,7 @@ def _print_summary(spark: SparkSession, cfg: Config, feed_config: Path, results:
                                + ")"))
     if results.transfer is not None:
         print("\ntransfer experiment (test AUC on the held-out platform):")
-        print(results.transfer.to_string())
+        print(format_transfer(results.transfer))
     print("\n" + scored.format())
     queries = [
         "SELECT platform, count(*) AS users, round(avg(purchase_score), 3) AS avg_purchase,"

@@ -6,16 +6,20 @@
    *transfer* continues from the source model on that fraction of target labels, and
    *target-only* starts from the pretrained encoder with new heads on the same rows
    (all arms in one TorchDistributor launch);
-4. both are scored on the target platform's test snapshot: AUC per task.
+4. both are scored on the target platform's test snapshot: AUC per task, and each model's AUC
+   minus the source-only model's and minus target-only's with the largest fraction (100% by
+   default), with paired bootstrap 95% intervals on the same test rows
+   (``evaluation.bootstrap_rounds``): a difference inside its interval's noise is no difference.
 
-The result (one row per fraction, arm and task) is printed, logged to an MLflow run
-``transfer-experiment`` as a table and as a plot of AUC against label fraction.
+The result (one row per fraction, arm and task) is printed (:func:`format_transfer`), logged to
+an MLflow run ``transfer-experiment`` as a table and as a plot of AUC against label fraction.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,7 +36,7 @@ from propensity.core.datasets import SnapshotPlan, examples, labelled, training_
 from propensity.core.errors import ConfigError
 from propensity.core.schema import TASKS
 from propensity.core.tracking import checkpoint_dir, setup_mlflow
-from propensity.models.metrics import roc_auc
+from propensity.models.metrics import paired_auc_difference, roc_auc
 from propensity.models.pyfunc import PropensityPyfunc
 from propensity.stages.training.finetune import source_platforms
 from propensity.stages.training.fit import FitOutcome, FitSpec, fit_heads, fit_series, training_rows
@@ -44,14 +48,61 @@ DEFAULT_FRACTIONS = (0.05, 0.2, 1.0)
 ARMS = ("transfer", "target_only")
 
 
-def test_auc(outcome: FitOutcome, rows: pd.DataFrame) -> dict[str, float]:
-    """AUC per task of a saved model on ``rows`` (``training_examples`` columns, NULL labels skipped)."""
-    probs = PropensityPyfunc().load(outcome.model_dir).predict(None, rows)
-    out = {}
-    for task in TASKS:
-        known = rows[f"label_{task}"].notna().to_numpy()
-        out[task] = roc_auc(rows.loc[known, f"label_{task}"].to_numpy(float), probs.loc[known, task].to_numpy())
-    return out
+#: What every model is compared with: column prefix -> ``(arm, fraction, description)``; fraction None: the
+#: largest one.
+REFERENCES: dict[str, tuple[str, float | None, str]] = {
+    "vs_source_only": ("source_only", 0.0, "source-only"),
+    "vs_target_only_largest": ("target_only", None, "target-only with the largest fraction")}
+
+
+def predictions(outcome: FitOutcome, rows: pd.DataFrame) -> pd.DataFrame:
+    """Probabilities (one column per task) of a saved model on ``rows`` (``training_examples`` columns)."""
+    return PropensityPyfunc().load(outcome.model_dir).predict(None, rows)
+
+
+def compare_arms(probs: dict[tuple[str, float], pd.DataFrame], rows: pd.DataFrame, rounds: int, seed: int
+                 ) -> pd.DataFrame:
+    """Per ``(arm, fraction)`` and task: test AUC, labelled rows and positives, and for each of
+    :data:`REFERENCES` the AUC difference with its paired bootstrap 95% interval (columns ``<ref>``,
+    ``<ref>_low``, ``<ref>_high``; NaN where the reference is missing or the AUC undefined)."""
+    largest = max((f for arm, f in probs if arm == "target_only"), default=None)
+    references = {name: (arm, largest if fraction is None else fraction)
+                  for name, (arm, fraction, _) in REFERENCES.items()}
+    records: list[dict[str, Any]] = []
+    for (arm, fraction), scores in probs.items():
+        for task in TASKS:
+            known = rows[f"label_{task}"].notna().to_numpy()
+            y = rows.loc[known, f"label_{task}"].to_numpy(float)
+            p = scores.loc[known, task].to_numpy()
+            record: dict[str, Any] = {"fraction": fraction, "arm": arm, "task": task, "auc": roc_auc(y, p),
+                                      "test_rows": len(rows), "labelled": int(known.sum()),
+                                      "positives": int(y.sum())}
+            for name, key in references.items():
+                q = probs[key].loc[known, task].to_numpy() if key in probs else None
+                diff = record["auc"] - roc_auc(y, q) if q is not None else math.nan
+                low, high = paired_auc_difference(y, p, q, rounds, seed) if q is not None else (math.nan, math.nan)
+                record.update({name: diff, f"{name}_low": low, f"{name}_high": high})
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def format_transfer(result: pd.DataFrame) -> str:
+    """Test AUC per arm and fraction, then each transfer model's difference to the references
+    (``diff [low, high]``) and the labelled test rows / positives per task."""
+    aucs = result.pivot_table(index=["arm", "fraction"], columns="task", values="auc", sort=False)
+    lines = [aucs.reindex(columns=list(TASKS)).to_string(float_format=lambda v: f"{v:.4f}")]
+    transfer = result[result["arm"] == "transfer"]
+    for name, (_, _, description) in REFERENCES.items():
+        cells = transfer.assign(cell=[f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]" if math.isfinite(d) else "nan"
+                                      for d, lo, hi in zip(transfer[name], transfer[f"{name}_low"],
+                                                           transfer[f"{name}_high"], strict=True)])
+        table = cells.pivot_table(index="fraction", columns="task", values="cell", aggfunc="first")
+        lines += [f"transfer minus {description} (paired bootstrap 95% interval):",
+                  table.reindex(columns=list(TASKS)).to_string()]
+    counts = result.drop_duplicates("task").set_index("task").reindex(list(TASKS))
+    lines.append("labelled test rows / positives: " + ", ".join(
+        f"{t} {r.labelled} / {r.positives}" for t, r in counts.iterrows()))
+    return "\n".join(lines)
 
 
 def plot_auc(result: pd.DataFrame, target: str) -> Figure:
@@ -85,11 +136,6 @@ def _arms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, start: Pretraine
     return [(arm, fraction, outcome) for (arm, fraction), outcome in zip(keys, outcomes, strict=True)]
 
 
-def _scores(arm: str, fraction: float, outcome: FitOutcome, test_rows: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{"fraction": fraction, "arm": arm, "task": t, "auc": v, "test_rows": len(test_rows)}
-            for t, v in test_auc(outcome, test_rows).items()]
-
-
 def _log_result(result: pd.DataFrame, target: str) -> None:
     mlflow.log_table(result, "transfer/result.json")
     mlflow.log_figure(plot_auc(result[result["arm"] != "source_only"], target), "transfer/auc_vs_fraction.png")
@@ -101,7 +147,7 @@ def _log_result(result: pd.DataFrame, target: str) -> None:
 def run_transfer_experiment(spark: SparkSession, cfg: Config, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                             plan: SnapshotPlan | None = None) -> pd.DataFrame:
     """Run the experiment for ``training.target_platform`` (in ``training.transfer_mode``, for
-    ``training.epochs`` per arm); returns columns fraction, arm, task, auc, test_rows.
+    ``training.epochs`` per arm); returns :func:`compare_arms`' frame.
 
     :raises ConfigError: no target platform is set.
     :raises DataNotReadyError: no pretrained encoder, or missing snapshots.
@@ -121,9 +167,9 @@ def run_transfer_experiment(spark: SparkSession, cfg: Config, fractions: Sequenc
         with training_rows(spark, cfg, plan, sources) as rows:
             source = fit_heads(spark, cfg, dataclasses.replace(rows, wide=rows.train),
                                FitSpec("source", cfg.teacher, start, out / "source"))
-        records = _scores("source_only", 0.0, source, test_rows)
+        probs = {("source_only", 0.0): predictions(source, test_rows)}
         for arm, fraction, outcome in _arms(spark, cfg, plan, start, source, fractions, out):
-            records += _scores(arm, fraction, outcome, test_rows)
-        result = pd.DataFrame(records)
+            probs[(arm, fraction)] = predictions(outcome, test_rows)
+        result = compare_arms(probs, test_rows, cfg.evaluation.bootstrap_rounds, cfg.training.seed)
         _log_result(result, target)
     return result

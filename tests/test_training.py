@@ -658,6 +658,10 @@ def test_the_transfer_experiment_trains_every_arm_in_one_launch(trained: Trained
                                      "tags.stage = 'transfer'")
     for r in known.itertuples():
         assert run.data.metrics[f"{r.arm}.{r.task}.auc.f{r.fraction:g}"] == pytest.approx(r.auc)
+        assert run.data.metrics[f"{r.arm}.{r.task}.vs_source_only.f{r.fraction:g}"] == pytest.approx(
+            r.vs_source_only)
+        assert run.data.metrics[f"{r.arm}.{r.task}.vs_target_only_largest_high.f{r.fraction:g}"] == pytest.approx(
+            r.vs_target_only_largest_high)
 
 
 @pytest.mark.slow

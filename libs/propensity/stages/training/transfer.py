@@ -139,9 +139,13 @@ def _arms(spark: SparkSession, cfg: Config, plan: SnapshotPlan, start: Pretraine
 def _log_result(result: pd.DataFrame, target: str) -> None:
     mlflow.log_table(result, "transfer/result.json")
     mlflow.log_figure(plot_auc(result[result["arm"] != "source_only"], target), "transfer/auc_vs_fraction.png")
+    metrics = {}
     for record in result.to_dict("records"):
-        if np.isfinite(record["auc"]):
-            mlflow.log_metric(f"{record['arm']}.{record['task']}.auc.f{record['fraction']:g}", float(record["auc"]))
+        name = f"{record['arm']}.{record['task']}"
+        for key in ("auc", *[f"{ref}{end}" for ref in REFERENCES for end in ("", "_low", "_high")]):
+            if np.isfinite(record[key]):
+                metrics[f"{name}.{key}.f{record['fraction']:g}"] = float(record[key])
+    mlflow.log_metrics(metrics)
 
 
 def run_transfer_experiment(spark: SparkSession, cfg: Config, fractions: Sequence[float] = DEFAULT_FRACTIONS,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from propensity.cli import VERBS, build_parser
+from propensity.cli import PYSPARK_EXCEPTION_LOGGERS, VERBS, build_parser
 from propensity.core.config import Config
 
 
@@ -124,7 +124,7 @@ def _pyspark_logs_to_captured_stderr() -> None:
     (maybe an earlier test's): point them at this test's, so that a leaked stack trace shows."""
     from pyspark.logger import PySparkLogger
 
-    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+    for name in PYSPARK_EXCEPTION_LOGGERS:
         for handler in PySparkLogger.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(sys.stderr)

@@ -24,7 +24,7 @@ from propensity.core.errors import ModelNotFoundError
 from propensity.core.schema import DOUBLE_FEATURES, INT_FEATURES
 from propensity.core.tables import TABLES, ensure_table
 from propensity.core.tracking import client, setup_mlflow
-from propensity.models.metrics import average_precision, binary_metrics, roc_auc
+from propensity.models.metrics import auc_difference, average_precision, binary_metrics, roc_auc
 from propensity.models.metrics import log_loss as our_log_loss
 from propensity.models.registry import resolve_version
 from propensity.stages.evaluation.evaluate import (
@@ -233,6 +233,8 @@ def test_paired_bootstrap_interval_of_an_auc_difference() -> None:
     flipped_low, flipped_high = paired_auc_difference(y, signal, better, rounds=200, seed=3)
     assert (flipped_low, flipped_high) == pytest.approx((-high, -low))
     assert all(np.isnan(v) for v in paired_auc_difference(np.zeros(10), np.ones(10), np.ones(10)))
+    assert auc_difference(y, better, signal, rounds=200, seed=3) == pytest.approx((point, low, high))
+    assert all(np.isnan(v) for v in auc_difference(np.zeros(0), np.zeros(0), np.zeros(0)))
 
 
 def test_each_model_is_compared_with_the_best_baseline_of_its_segment_and_task() -> None:

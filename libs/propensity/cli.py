@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger("propensity")
+#: pyspark's loggers of the JVM exceptions it converts (each logged with the JVM's stack trace).
+PYSPARK_EXCEPTION_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
 
 
 @dataclass(frozen=True)
@@ -375,7 +377,7 @@ def _quiet_libraries(verbose: bool) -> None:
         # own; the CLI reports the ones a user causes in one line (and their cause with -v).
         from pyspark.logger import PySparkLogger
 
-        for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        for name in PYSPARK_EXCEPTION_LOGGERS:
             PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 

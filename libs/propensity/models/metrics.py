@@ -126,3 +126,11 @@ def paired_auc_difference(labels: ArrayLike, scores: ArrayLike, reference: Array
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(np.asarray(diffs), [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+def auc_difference(labels: ArrayLike, scores: ArrayLike, reference: ArrayLike, rounds: int = 200, seed: int = 0
+                   ) -> tuple[float, float, float]:
+    """``AUC(scores) - AUC(reference)`` on the same rows and its :func:`paired_auc_difference` interval:
+    ``(difference, low, high)``, NaN where the AUC is undefined."""
+    low, high = paired_auc_difference(labels, scores, reference, rounds, seed)
+    return roc_auc(labels, scores) - roc_auc(labels, reference), low, high

@@ -35,7 +35,7 @@ from propensity.core.datasets import SnapshotPlan, examples, labelled, sample_ro
 from propensity.core.errors import ModelNotFoundError
 from propensity.core.schema import FEATURE_COLUMNS, SCORE_COLUMNS, TASKS
 from propensity.core.tracking import checkpoint_dir, setup_mlflow
-from propensity.models.metrics import paired_auc_difference, roc_auc
+from propensity.models.metrics import auc_difference, roc_auc
 from propensity.models.network import load_model, wide_probabilities
 from propensity.models.pyfunc import fuse, input_example, log_fusion_model
 from propensity.models.registry import (
@@ -227,9 +227,8 @@ def intervals(scored: list[Scored], baseline_rows: dict[str, pd.DataFrame], roun
                 y = part[f"label_{task}"].to_numpy()[known].astype(float)
                 p = part[SCORE_COLUMNS[task]].to_numpy()[known]
                 q = ref[SCORE_COLUMNS[task]].to_numpy()[known]
-                auc = roc_auc(y, p) if known.any() else float("nan")
-                diff = auc - roc_auc(y, q) if known.any() else float("nan")
-                low, high = paired_auc_difference(y, p, q, rounds, seed) if known.any() else (math.nan, math.nan)
+                auc = roc_auc(y, p)
+                diff, low, high = auc_difference(y, p, q, rounds, seed)
                 row = {"model": model.label, "segment": segment, "task": task, "rows": int(known.sum()),
                        "positives": int(y.sum()), "auc": auc, "diff": diff, "low": low, "high": high,
                        "baseline": baseline}

@@ -36,7 +36,7 @@ from propensity.core.datasets import SnapshotPlan, examples, labelled, training_
 from propensity.core.errors import ConfigError
 from propensity.core.schema import TASKS
 from propensity.core.tracking import checkpoint_dir, setup_mlflow
-from propensity.models.metrics import paired_auc_difference, roc_auc
+from propensity.models.metrics import auc_difference, roc_auc
 from propensity.models.pyfunc import PropensityPyfunc
 from propensity.stages.training.finetune import source_platforms
 from propensity.stages.training.fit import FitOutcome, FitSpec, fit_heads, fit_series, training_rows
@@ -78,9 +78,8 @@ def compare_arms(probs: dict[tuple[str, float], pd.DataFrame], rows: pd.DataFram
                                       "test_rows": len(rows), "labelled": int(known.sum()),
                                       "positives": int(y.sum())}
             for name, key in references.items():
-                q = probs[key].loc[known, task].to_numpy() if key in probs else None
-                diff = record["auc"] - roc_auc(y, q) if q is not None else math.nan
-                low, high = paired_auc_difference(y, p, q, rounds, seed) if q is not None else (math.nan, math.nan)
+                diff, low, high = (auc_difference(y, p, probs[key].loc[known, task].to_numpy(), rounds, seed)
+                                   if key in probs else (math.nan, math.nan, math.nan))
                 record.update({name: diff, f"{name}_low": low, f"{name}_high": high})
             records.append(record)
     return pd.DataFrame(records)
